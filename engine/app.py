@@ -18,12 +18,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine import __version__, constants
+from engine import __version__, constants, openapi
 from engine.config import Config
 from engine.db.pool import DatabaseUnavailableError, probe
+from engine.http_tx import TxEndpoint, handle_tx
 from engine.logs import request_id_var
 from engine.metrics import EngineMetrics
 
@@ -43,6 +45,7 @@ class EngineState:
     pool: asyncpg.Pool | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
     shutting_down: bool = False
+    tx: TxEndpoint | None = None
 
 
 STATE = web.AppKey("state", EngineState)
@@ -186,6 +189,28 @@ def build_app(state: EngineState) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if state.tx is not None:
+        endpoint = state.tx
+
+        async def tx(request: web.Request) -> web.Response:
+            """The settlement protocol: one signed JSON envelope per transaction."""
+            return await handle_tx(request, endpoint)
+
+        app.router.add_post("/api/v1/tx", tx)
+        document = openapi.build(endpoint.registry)
+        spec_body = msgspec.json.encode(document)
+        page = openapi.render_html(document)
+
+        async def openapi_json(request: web.Request) -> web.Response:
+            """The OpenAPI document of every route, generated from the Structs."""
+            return web.Response(body=spec_body, content_type="application/json")
+
+        async def docs(request: web.Request) -> web.Response:
+            """The OpenAPI document rendered as a self-contained page."""
+            return web.Response(text=page, content_type="text/html")
+
+        app.router.add_get("/openapi.json", openapi_json)
+        app.router.add_get("/docs", docs)
     if state.config.server.debug_routes:
         app.router.add_get("/debug/sleep", debug_sleep)
     return app

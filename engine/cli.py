@@ -3,7 +3,9 @@
     yikatong serve [--config FILE] [--host H] [--port P]
     yikatong db migrate [--config FILE]
     yikatong db status [--config FILE]
+    yikatong ledger check [--config FILE]
     yikatong config show [--config FILE]
+    yikatong seed ... / sim ...   (added by the simulators package, if installed)
 
 Exit status: 0 success, 1 unexpected failure, 2 bad configuration or usage, 3 database
 unusable (unreachable, or schema newer than this build / edited migrations).
@@ -12,6 +14,7 @@ unusable (unreachable, or schema newer than this build / edited migrations).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -76,10 +79,34 @@ def _parser() -> argparse.ArgumentParser:
     with_config(db_commands.add_parser("migrate", help="apply pending migrations"))
     with_config(db_commands.add_parser("status", help="show applied and pending migrations"))
 
+    ledger = commands.add_parser("ledger", help="ledger invariants")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    with_config(
+        ledger_commands.add_parser(
+            "check", help="verify every ledger invariant; exit 1 on any violation"
+        )
+    )
+
+    for plugin in _plugins():
+        plugin(commands, with_config)
+
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     with_config(config_commands.add_parser("show", help="print the effective configuration"))
     return parser
+
+
+def _plugins() -> list[Callable[..., None]]:
+    """Commands contributed by other installed packages (the simulators add `seed`
+    and `sim ...`) through the `yikatong.commands` entry-point group, so that the
+    engine never imports them. Each adds its subparser and sets `plugin_main`, an
+    async function of (args, dsn) run with the database available."""
+    found: list[Callable[..., None]] = []
+    for entry in sorted(
+        importlib.metadata.entry_points(group="yikatong.commands"), key=lambda e: e.name
+    ):
+        found.append(entry.load())
+    return found
 
 
 def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
@@ -146,6 +173,32 @@ async def _connect(dsn: str, cfg: Config) -> asyncpg.Connection:
     return conn
 
 
+async def _ledger_check(cfg: Config) -> None:
+    from engine.ledger_check import check
+
+    async with database_dsn(cfg) as dsn:
+        conn = await _connect(dsn, cfg)
+        try:
+            report = await check(conn, timeout_s=max(cfg.database.command_timeout_s, 300.0))
+        finally:
+            await conn.close()
+    print(
+        f"journal entries {report.entries}, postings {report.postings},"
+        f" settlements live {report.settled}, cancelled {report.cancelled}"
+    )
+    for v in report.violations:
+        print(f"VIOLATED: {v.invariant}")
+        for row in v.rows:
+            print(f"    {row}")
+    if not report.balanced:
+        raise LedgerViolation(f"{len(report.violations)} invariant(s) violated")
+    print("ledger balanced: every invariant holds")
+
+
+class LedgerViolation(Exception):
+    pass
+
+
 async def _serve(cfg: Config) -> None:
     from engine.server import serve  # the server's imports are only needed here
 
@@ -159,6 +212,9 @@ def _run(main: Callable[[Config], Coroutine[Any, Any, None]], cfg: Config) -> in
         log.error("database unusable: %s", exc)
         print(f"yikatong: database unusable: {exc}", file=sys.stderr)
         return constants.EXIT_DATABASE
+    except LedgerViolation as exc:
+        print(f"yikatong: {exc}", file=sys.stderr)
+        return 1
     except Exception:
         log.exception("yikatong failed")
         return 1
@@ -177,6 +233,19 @@ def main(argv: list[str] | None = None) -> int:
         return _run(_serve, cfg)
     if args.command == "db":
         return _run(_db_migrate if args.db_command == "migrate" else _db_status, cfg)
+    if args.command == "ledger":
+        return _run(_ledger_check, cfg)
+    plugin_main = getattr(args, "plugin_main", None)
+    if plugin_main is not None:
+
+        async def run_plugin(cfg: Config) -> None:
+            if not getattr(args, "plugin_needs_database", True):
+                await plugin_main(args, "")
+                return
+            async with database_dsn(cfg) as dsn:
+                await plugin_main(args, dsn)
+
+        return _run(run_plugin, cfg)
     if args.command == "config":
         masked = msgspec.structs.replace(cfg.database, url=_masked_url(cfg.database.url))
         shown = msgspec.json.encode(msgspec.structs.replace(cfg, database=masked))

@@ -55,3 +55,13 @@ EMBEDDED_PG_KILL_WAIT_S: Final = 5.0
 # that cannot be used (unreachable, schema newer than this build), 1 for anything else.
 EXIT_CONFIG: Final = 2
 EXIT_DATABASE: Final = 3
+
+# --- Settlement protocol -----------------------------------------------------------------
+# Accepted difference between a request's X-Yk-Timestamp and the engine's clock.
+SIGNATURE_SKEW_S_MAX: Final = 300
+# Nonces remembered at once (per process); past this, requests get 503 until some expire.
+NONCE_STORE_CAPACITY: Final = 1_000_000
+# A database transaction that hits a serialization failure or deadlock is retried.
+TX_DB_RETRIES_MAX: Final = 3
+# The platform's local time (China Standard Time, no daylight saving) for wire times.
+PLATFORM_UTC_OFFSET_H: Final = 8

@@ -93,6 +93,19 @@ class EngineMetrics:
             buckets=constants.HTTP_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.tx_total = Counter(
+            "yikatong_tx",
+            "Settlement-protocol transactions answered, by infno and result code name.",
+            ["infno", "result"],
+            registry=self.registry,
+        )
+        self.tx_latency = Histogram(
+            "yikatong_tx_duration_seconds",
+            "Time to answer a settlement-protocol transaction, by infno.",
+            ["infno"],
+            buckets=constants.HTTP_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         build = Info("yikatong_build", "Build of the running engine.", registry=self.registry)
         build.info(
             {

@@ -21,13 +21,18 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from engine import __version__
+from engine import __version__, constants
 from engine.app import EngineState, build_app
 from engine.config import Config
 from engine.db import migrate
 from engine.db.lifecycle import database_dsn
 from engine.db.pool import create_pool
+from engine.http_tx import TxEndpoint
 from engine.metrics import EngineMetrics
+from engine.nonces import NonceStore
+from engine.txn.context import Services
+from engine.txn.registry import build_registry
+from settlement.policy import PolicyBook
 
 log = logging.getLogger("engine.server")
 
@@ -108,6 +113,13 @@ async def _serve_with_database(cfg: Config, dsn: str, stop: asyncio.Event, start
         await _record_start(pool, instance_id, timeout_s)
         recorded = True
         state.pool = pool
+        state.tx = TxEndpoint(
+            registry=build_registry(),
+            services=Services(policies=PolicyBook(), command_timeout_s=timeout_s),
+            metrics=state.metrics,
+            nonces=NonceStore(constants.NONCE_STORE_CAPACITY, constants.SIGNATURE_SKEW_S_MAX),
+            get_pool=lambda: state.pool,
+        )
         runner = web.AppRunner(
             build_app(state),
             access_log=None,

@@ -1,15 +1,18 @@
-"""`make demo`: start the engine on its embedded database, check that it is ready,
-show where it listens and what it serves, and stop it cleanly.
+"""`make demo`: the main job. On a new embedded database: start the engine, seed a
+synthetic population, let simulated hospitals drive outpatient visits through the
+client SDK, print the settlement report and the ledger check, and stop cleanly.
 
-Later issues extend this with simulated hospitals and pharmacies driving settlements
-and a settlement report. Exit status 0 only if every step worked and no database
-process is left behind.
+Exit status 0 only if every step worked, every answer satisfied the money identities,
+the ledger balanced and no database process is left behind. Sizes can be changed
+with YIKATONG_DEMO_PERSONS, YIKATONG_DEMO_VISITS and YIKATONG_DEMO_CONCURRENCY.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +24,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulators.report import run_his_and_report
+
+SEED = 20261129
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
@@ -68,34 +74,57 @@ def _postgres_running(data_dir: Path) -> bool:
     return False
 
 
+def _engine_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 def main() -> int:
     root = Path.cwd()
-    var = root / "var"
-    var.mkdir(exist_ok=True)
-    data_dir = Path(os.environ.get("YIKATONG_DATABASE_EMBEDDED_DATA_DIR", var / "pg"))
+    demo_dir = root / "var" / "demo"
+    if demo_dir.exists():
+        shutil.rmtree(demo_dir)
+    demo_dir.mkdir(parents=True)
+    data_dir = demo_dir / "pg"
+    persons = int(os.environ.get("YIKATONG_DEMO_PERSONS", "20000"))
+    visits = int(os.environ.get("YIKATONG_DEMO_VISITS", "2000"))
+    concurrency = int(os.environ.get("YIKATONG_DEMO_CONCURRENCY", "16"))
     port = int(os.environ.get("YIKATONG_SERVER_PORT") or _free_port())
     base = f"http://127.0.0.1:{port}"
-    log_path = var / "demo-engine.log"
+    log_path = demo_dir / "engine.log"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("YIKATONG_")},
         "YIKATONG_SERVER_PORT": str(port),
+        "YIKATONG_SERVER_ACCESS_LOG": "false",
         "YIKATONG_DATABASE_EMBEDDED_DATA_DIR": str(data_dir),
+        "YIKATONG_DATABASE_POOL_MAX_SIZE": "20",
     }
-    fresh = not (data_dir / "PG_VERSION").exists()
-    print(
-        f"yikatong demo: starting the engine ({'new' if fresh else 'existing'} database"
-        f" in {data_dir}); engine log: {log_path}"
-    )
+    print(f"yikatong demo: new embedded database in {data_dir}; engine log: {log_path}")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             ready_s = _wait_ready(proc, base)
-            _, index = _get(base + "/")
-            _, ready = _get(base + "/readyz")
-            _, health = _get(base + "/healthz")
-            _, metrics = _get(base + "/metrics")
+            info = json.loads(_get(base + "/")[1])
+            print(f"  engine {info['version']} ready on {base} after {ready_s:.2f}s; serving:")
+            for route in info["routes"]:
+                print(f"    {route['method']:<6} {base}{route['path']}")
+            seeded = _engine_cli(env, "seed", "--persons", str(persons), "--seed", str(SEED))
+            if seeded.returncode != 0:
+                raise RuntimeError(f"seed failed: {seeded.stderr.strip()[-500:]}")
+            print(f"  {seeded.stdout.strip()}")
+            print(f"  simulated hospitals: {visits} outpatient visits, {concurrency} at a time")
+            stats = asyncio.run(run_his_and_report(base, SEED, persons, visits, concurrency))
+            checked = _engine_cli(env, "ledger", "check")
+            print("  " + "\n  ".join(checked.stdout.strip().splitlines()))
+            metrics = _get(base + "/metrics")[1].decode()
         except BaseException:
             proc.kill()
             proc.wait()
@@ -104,32 +133,24 @@ def main() -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         code = proc.wait(STOP_TIMEOUT_S)
-
-    info = json.loads(index)
-    families = sorted(
-        {
-            f.name
-            for f in text_string_to_metric_families(metrics.decode())
-            if f.name.startswith("yikatong_")
-        }
-    )
-    latency_ms = json.loads(ready)["checks"]["database"]["latency_ms"]
-    print()
-    print(f"  engine {info['version']} listened on {base}")
-    print(f"  ready after {ready_s:.2f}s (process start to /readyz 200)")
-    print(
-        f"  /healthz: {json.loads(health)['status']}; /readyz: database answered in {latency_ms} ms"
-    )
-    print("  serving:")
-    for route in info["routes"]:
-        print(f"    {route['method']:<6} {base}{route['path']}")
-    print(f"  metrics families: {', '.join(families)}")
+    tx_families = [
+        f.name for f in text_string_to_metric_families(metrics) if f.name.startswith("yikatong_tx")
+    ]
     leftover = _postgres_running(data_dir)
+    print(f"  metrics: {', '.join(tx_families)} (and more at /metrics)")
     print(
-        f"  stopped with exit status {code}; embedded postgres "
+        f"  engine stopped with exit status {code}; embedded postgres "
         f"{'STILL RUNNING' if leftover else 'stopped'}"
     )
-    return 0 if code == 0 and not leftover else 1
+    ok = (
+        code == 0
+        and not leftover
+        and checked.returncode == 0
+        and stats.identity_failures == 0
+        and stats.settlements > 0
+    )
+    print("demo OK" if ok else "demo FAILED")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

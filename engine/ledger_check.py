@@ -1,0 +1,131 @@
+"""`yikatong ledger check`: verify every ledger invariant over the whole database.
+
+Each check is one SQL query that returns the offending rows (none when the invariant
+holds); the report lists every violation with its first offending rows. Invariants
+(DESIGN.md §6): each journal entry balances; all postings sum to zero; each person's
+stored account balance equals minus the postings on their account and is never
+negative; each settlement has exactly the settle entry (and, when cancelled, the
+cancel entry) its amounts require; accumulators equal what live settlements paid and
+stay within their caps; settled fee details belong to live settlements whose total
+they make up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+CHECKS: tuple[tuple[str, str], ...] = (
+    (
+        "every journal entry balances",
+        "SELECT entry_id, sum(amount_fen) AS sum_fen FROM postings GROUP BY entry_id"
+        " HAVING sum(amount_fen) <> 0",
+    ),
+    (
+        "all postings sum to zero",
+        "SELECT sum(amount_fen) AS sum_fen FROM postings HAVING sum(amount_fen) <> 0",
+    ),
+    (
+        "personal account balance = -(postings on acct:<psn_no>) and >= 0",
+        "SELECT p.psn_no, p.acct_balance_fen, -COALESCE(a.sum_fen, 0) AS ledger_fen"
+        " FROM persons p LEFT JOIN (SELECT substr(account, 6) AS psn_no, sum(amount_fen) AS sum_fen"
+        " FROM postings WHERE account LIKE 'acct:%' GROUP BY 1) a USING (psn_no)"
+        " WHERE p.acct_balance_fen <> -COALESCE(a.sum_fen, 0) OR p.acct_balance_fen < 0",
+    ),
+    (
+        "ledger accounts of persons exist",
+        "SELECT DISTINCT account FROM postings WHERE account LIKE 'acct:%'"
+        " AND substr(account, 6) NOT IN (SELECT psn_no FROM persons)",
+    ),
+    (
+        "each settlement's settle entry posts its fund, account and cash amounts",
+        "SELECT s.setl_id FROM settlements s LEFT JOIN LATERAL ("
+        "  SELECT sum(amount_fen) FILTER (WHERE account LIKE 'fund:%') AS fund_fen,"
+        "         sum(amount_fen) FILTER (WHERE account LIKE 'acct:%') AS acct_fen,"
+        "         sum(amount_fen) FILTER (WHERE account LIKE 'oop:%') AS cash_fen"
+        "  FROM postings WHERE entry_id = s.entry_id) e ON true"
+        " JOIN journal_entries j ON j.entry_id = s.entry_id"
+        " WHERE j.kind <> 'settle' OR j.setl_id <> s.setl_id"
+        " OR COALESCE(e.fund_fen, 0) <> s.fund_pay_sumamt_fen"
+        " OR COALESCE(e.acct_fen, 0) <> s.acct_pay_fen"
+        " OR COALESCE(e.cash_fen, 0) <> s.psn_cash_pay_fen",
+    ),
+    (
+        "each cancelled settlement has one cancel entry that negates it; live ones none",
+        "SELECT s.setl_id, s.state FROM settlements s"
+        " LEFT JOIN journal_entries c ON c.setl_id = s.setl_id AND c.kind = 'cancel'"
+        " WHERE (s.state = 'cancelled') <> (c.entry_id IS NOT NULL)"
+        " OR (c.entry_id IS NOT NULL AND (c.entry_id <> s.cancel_entry_id OR EXISTS ("
+        "   SELECT account FROM postings WHERE entry_id = s.entry_id GROUP BY account"
+        "   HAVING sum(amount_fen) + COALESCE((SELECT sum(amount_fen) FROM postings q"
+        "     WHERE q.entry_id = c.entry_id AND q.account = postings.account), 0) <> 0)))",
+    ),
+    (
+        "every settle or cancel entry belongs to a settlement",
+        "SELECT j.entry_id FROM journal_entries j WHERE j.kind IN ('settle', 'cancel')"
+        " AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.setl_id = j.setl_id)",
+    ),
+    (
+        "accumulators equal what live settlements paid, within their limits",
+        "SELECT a.psn_no, a.year FROM person_accumulators a LEFT JOIN ("
+        "  SELECT psn_no, year, sum(hifp_pay_fen) AS fund_fen, sum(act_pay_dedc_fen) AS dedc_fen"
+        "  FROM settlements WHERE state = 'settled' GROUP BY 1, 2) s USING (psn_no, year)"
+        " WHERE a.fund_paid_fen <> COALESCE(s.fund_fen, 0)"
+        " OR a.outpatient_fund_paid_fen <> COALESCE(s.fund_fen, 0)"
+        " OR a.deductible_used_fen <> COALESCE(s.dedc_fen, 0)"
+        " OR a.fund_paid_fen > a.annual_cap_fen"
+        " OR a.outpatient_fund_paid_fen > a.outpatient_limit_fen",
+    ),
+    (
+        "settled fee details make up live settlements",
+        "SELECT s.setl_id FROM settlements s LEFT JOIN ("
+        "  SELECT setl_id, sum(det_item_fee_sumamt_fen) AS total_fen FROM fee_details"
+        "  WHERE setl_id IS NOT NULL GROUP BY 1) d USING (setl_id)"
+        " WHERE (s.state = 'settled' AND COALESCE(d.total_fen, -1) <> s.medfee_sumamt_fen)"
+        " OR (s.state = 'cancelled' AND d.total_fen IS NOT NULL)",
+    ),
+)
+
+ROWS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    rows: list[dict[str, object]]
+
+
+@dataclass(frozen=True)
+class Report:
+    violations: list[Violation]
+    entries: int
+    postings: int
+    settled: int
+    cancelled: int
+
+    @property
+    def balanced(self) -> bool:
+        return not self.violations
+
+
+async def check(conn: asyncpg.Connection, timeout_s: float) -> Report:
+    """Run every check in one repeatable-read snapshot, so concurrent writers cannot
+    make a consistent ledger look inconsistent."""
+    violations: list[Violation] = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        for name, sql in CHECKS:
+            rows = await conn.fetch(sql, timeout=timeout_s)
+            if rows:
+                violations.append(Violation(name, [dict(r) for r in rows[:ROWS_SHOWN]]))
+        counts = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM journal_entries) AS entries,"
+            " (SELECT count(*) FROM postings) AS postings,"
+            " (SELECT count(*) FROM settlements WHERE state = 'settled') AS settled,"
+            " (SELECT count(*) FROM settlements WHERE state = 'cancelled') AS cancelled",
+            timeout=timeout_s,
+        )
+    assert counts is not None
+    return Report(
+        violations, counts["entries"], counts["postings"], counts["settled"], counts["cancelled"]
+    )

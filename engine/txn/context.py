@@ -1,0 +1,54 @@
+"""What one transaction carries through its participants.
+
+Participants keep no per-transaction state on themselves (STYLE.md §2): everything a
+transaction learns goes here. `data` holds the transaction module's own typed record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from settlement.policy import PolicyBook
+from terminals.envelope import Envelope
+from terminals.results import ResultCode
+
+
+@dataclass(frozen=True)
+class Terminal:
+    terminal_id: str
+    fixmedins_code: str
+
+
+@dataclass(frozen=True)
+class Services:
+    """Long-lived collaborators shared by all transactions."""
+
+    policies: PolicyBook
+    command_timeout_s: float
+
+
+@dataclass
+class TxContext:
+    envelope: Envelope
+    body_sha256: bytes
+    terminal: Terminal
+    conn: asyncpg.Connection
+    services: Services
+    now: dt.datetime  # the engine's clock at arrival, local time of the platform
+    input: Any = None
+    output: Any = None
+    code: ResultCode = ResultCode.ok
+    err_msg: str | None = None
+    replayed_answer: bytes | None = None
+    data: Any = None
+    trace: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def refuse(self, code: ResultCode, message: str) -> ResultCode:
+        """Record a business refusal; participants `return ctx.refuse(...)`."""
+        self.code = code
+        self.err_msg = message
+        return code

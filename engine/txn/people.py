@@ -1,0 +1,52 @@
+"""How a person row is shown on the wire (1101 baseinfo/insuinfo, setlinfo identity)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+from settlement.money import fen_to_yuan
+from terminals.messages import tx1101
+
+# 人员类别 (psn_type): national codes vary by region; these are yikatong's [I].
+PSN_TYPE_EMPLOYED = "1101"
+PSN_TYPE_RETIRED = "1102"
+PSN_TYPE_RESIDENT = "1401"
+
+
+def age_on(brdy: dt.date, day: dt.date) -> int:
+    return day.year - brdy.year - ((day.month, day.day) < (brdy.month, brdy.day))
+
+
+def psn_type(person: asyncpg.Record) -> str:
+    if person["insutype"] != "310":
+        return PSN_TYPE_RESIDENT
+    return PSN_TYPE_RETIRED if person["retired"] else PSN_TYPE_EMPLOYED
+
+
+def base_info(person: asyncpg.Record, today: dt.date) -> tx1101.BaseInfo:
+    return tx1101.BaseInfo(
+        psn_no=person["psn_no"],
+        psn_cert_type=person["psn_cert_type"],
+        certno=person["certno"],
+        psn_name=person["psn_name"],
+        gend=person["gend"],
+        naty=person["naty"],
+        brdy=person["brdy"].isoformat(),
+        age=age_on(person["brdy"], today),
+    )
+
+
+def insu_info(person: asyncpg.Record) -> tx1101.InsuInfo:
+    return tx1101.InsuInfo(
+        balc=fen_to_yuan(person["acct_balance_fen"]),
+        insutype=person["insutype"],
+        psn_type=psn_type(person),
+        psn_insu_stas=person["psn_insu_stas"],
+        psn_insu_date=person["psn_insu_date"].isoformat(),
+        paus_insu_date=None,
+        cvlserv_flag=person["cvlserv_flag"],
+        insuplc_admdvs=person["insuplc_admdvs"],
+        emp_name=person["emp_name"],
+    )

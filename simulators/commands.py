@@ -1,0 +1,78 @@
+"""`yikatong seed` and `yikatong sim ...`, contributed to the engine's CLI through the
+`yikatong.commands` entry points (the engine never imports simulators)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from simulators.population import generate, load
+
+DEFAULT_SEED = 20261129
+
+
+def add_seed(
+    commands: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    parser = with_config(
+        commands.add_parser(
+            "seed",
+            help="load a seeded synthetic population (simulators)",
+            description="Generate persons, institutions, terminals, operators and a catalog"
+            " from a seed and load them into an empty, migrated database.",
+        )
+    )
+    parser.add_argument("--persons", type=int, default=10_000, help="number of insured persons")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    parser.add_argument("--hospitals", type=int, default=20)
+    parser.add_argument("--pharmacies", type=int, default=10)
+    parser.set_defaults(plugin_main=_seed)
+
+
+async def _seed(args: argparse.Namespace, dsn: str) -> None:
+    if args.persons < 1:
+        raise SystemExit("yikatong seed: --persons must be at least 1")
+    started = time.perf_counter()
+    pop = generate(args.seed, args.persons, hospitals=args.hospitals, pharmacies=args.pharmacies)
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        if await conn.fetchval("SELECT to_regclass('persons') IS NULL"):
+            raise SystemExit(
+                "yikatong seed: the database is not migrated; run `yikatong db migrate`"
+            )
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM persons)"):
+            raise SystemExit("yikatong seed: the database already holds persons; seed an empty one")
+        await load(conn, pop)
+    finally:
+        await conn.close()
+    elapsed_s = time.perf_counter() - started
+    print(
+        f"seeded {len(pop.persons)} persons, {len(pop.institutions)} institutions,"
+        f" {len(pop.catalog)} catalog items (seed {args.seed}) in {elapsed_s:.1f}s"
+    )
+
+
+def add_sim(
+    commands: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    sim = commands.add_parser("sim", help="hardware and partner simulators")
+    sims = sim.add_subparsers(dest="sim_command", required=True, metavar="SIMULATOR")
+    his = with_config(
+        sims.add_parser("his", help="drive outpatient visits against a running engine")
+    )
+    his.add_argument("--url", required=True, help="engine base URL, e.g. http://127.0.0.1:8080")
+    his.add_argument("--visits", type=int, default=1000)
+    his.add_argument("--concurrency", type=int, default=16)
+    his.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the population's seed")
+    his.add_argument("--persons", type=int, default=10_000, help="the population's size")
+    his.set_defaults(plugin_main=_his, plugin_needs_database=False)
+
+
+async def _his(args: argparse.Namespace, dsn: str) -> None:
+    from simulators.report import run_his_and_report
+
+    await run_his_and_report(args.url, args.seed, args.persons, args.visits, args.concurrency)

@@ -1,0 +1,259 @@
+"""A simulated hospital information system (HIS) driving realistic outpatient visits
+through the client SDK, as an integrator's system would:
+
+    1101 person info → 2201 register → 2203 visit info → 2204 fee details (甲/乙/丙 mix,
+    some above their price ceiling) → 2206 pre-settle → 2207 settle, and for a share of
+    visits 2208 cancel settlement → 2205 cancel details → 2202 cancel registration.
+
+Visits run concurrently (bounded) across the population's hospitals; every answer is
+checked against the DOMAIN.md §2.8 identities, and the run returns counts, amounts
+and per-transaction latencies for the demo report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from simulators.population import Institution, Population, terminal_key
+from terminals.client import Client, Credentials, yuan
+from terminals.messages import setl
+
+CENT = decimal.Decimal("0.01")
+
+
+@dataclass
+class Stats:
+    visits: int = 0
+    settlements: int = 0
+    cancellations: int = 0
+    refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    fund_fen: int = 0
+    account_fen: int = 0
+    cash_fen: int = 0
+    medfee_fen: int = 0
+    latencies_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    identity_failures: int = 0
+    elapsed_s: float = 0.0
+
+
+def _fen(value: decimal.Decimal) -> int:
+    return int((value * 100).to_integral_value())
+
+
+def check_identities(info: setl.SetlInfo) -> bool:
+    """DOMAIN.md §2.8 identities, to the fen, on an answer as the HIS receives it."""
+    f = {
+        name: _fen(getattr(info, name))
+        for name in info.__struct_fields__
+        if isinstance(getattr(info, name), decimal.Decimal)
+    }
+    funds = (
+        "hifp_pay",
+        "cvlserv_pay",
+        "hifes_pay",
+        "hifmi_pay",
+        "hifob_pay",
+        "hifdm_pay",
+        "maf_pay",
+        "oth_pay",
+    )
+    return (
+        f["medfee_sumamt"]
+        == f["fulamt_ownpay_amt"] + f["overlmt_selfpay"] + f["preselfpay_amt"] + f["inscp_scp_amt"]
+        and f["fund_pay_sumamt"] == sum(f[x] for x in funds)
+        and f["psn_part_amt"] == f["medfee_sumamt"] - f["fund_pay_sumamt"] - f["hosp_part_amt"]
+        and f["psn_part_amt"] == f["acct_pay"] + f["acct_mulaid_pay"] + f["psn_cash_pay"]
+    )
+
+
+class Hospital:
+    """One institution's HIS: a signed-in client and a visit counter."""
+
+    def __init__(self, inst: Institution, client: Client) -> None:
+        self.inst = inst
+        self.client = client
+        self.visit_no = 0
+
+
+class HisSimulator:
+    def __init__(
+        self, base_url: str, pop: Population, *, seed: int, cancel_share: float = 0.1
+    ) -> None:
+        self.base_url = base_url
+        self.pop = pop
+        self.rng = random.Random(seed)
+        self.cancel_share = cancel_share
+        self.stats = Stats()
+        self.hospitals: list[Hospital] = []
+
+    async def _timed(self, infno: str, coro: object) -> object:
+        started = time.perf_counter()
+        try:
+            return await coro  # type: ignore[misc]
+        finally:
+            self.stats.latencies_s[infno].append(time.perf_counter() - started)
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        for inst in self.pop.institutions:
+            if inst.inst_type != "hospital":
+                continue
+            creds = Credentials(
+                terminal_id=inst.terminal_id,
+                mac_key=terminal_key(self.pop.seed, inst.terminal_id),
+                fixmedins_code=inst.fixmedins_code,
+                fixmedins_name=inst.fixmedins_name,
+                mdtrtarea_admvs=inst.admdvs,
+                opter=inst.opter,
+                opter_name="收费员",
+            )
+            client = Client(self.base_url, creds, session=session)
+            await self._timed("9001", client.sign_in())
+            self.hospitals.append(Hospital(inst, client))
+
+    def _fee_lines(self, mdtrt_id: str, psn_no: str, when: str) -> list[dict[str, object]]:
+        lines = []
+        for n in range(self.rng.randint(1, 8)):
+            item = self.rng.choice(self.pop.catalog)
+            cnt = decimal.Decimal(self.rng.choice((1, 1, 2, 3, 5)))
+            # Sometimes the hospital charges more than the ceiling allows (overlmt).
+            price_fen = item.typical_price_fen
+            if item.price_ceiling_fen_per_unit is None and self.rng.random() < 0.1:
+                price_fen += price_fen // 10
+            pric = (decimal.Decimal(price_fen) / 100).quantize(CENT)
+            lines.append(
+                {
+                    "feedetl_sn": f"{n + 1:04d}",
+                    "mdtrt_id": mdtrt_id,
+                    "psn_no": psn_no,
+                    "chrg_bchno": "B001",
+                    "fee_ocur_time": when,
+                    "med_list_codg": item.med_list_codg,
+                    "medins_list_codg": f"L{item.med_list_codg}",
+                    "det_item_fee_sumamt": (pric * cnt).quantize(CENT),
+                    "cnt": cnt,
+                    "pric": pric,
+                    "bilg_dept_codg": "A03",
+                    "bilg_dept_name": "内科",
+                }
+            )
+        return lines
+
+    async def visit(self) -> None:
+        h = self.rng.choice(self.hospitals)
+        person = self.rng.choice(self.pop.persons)
+        c = h.client
+        t = self._timed
+        info = await t("1101", c.person_info_by_id_number(person.certno))
+        insu = info.insuinfo[0]  # type: ignore[attr-defined]
+        region, psn_no = insu.insuplc_admdvs, info.baseinfo.psn_no  # type: ignore[attr-defined]
+        h.visit_no += 1
+        now = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        reg = await t(
+            "2201",
+            c.register(
+                region,
+                {
+                    "psn_no": psn_no,
+                    "insutype": insu.insutype,
+                    "begntime": now,
+                    "mdtrt_cert_type": "02",
+                    "mdtrt_cert_no": person.certno,
+                    "ipt_otp_no": f"MZ{h.visit_no:08d}",
+                    "dept_code": "A03",
+                    "dept_name": "内科",
+                },
+            ),
+        )
+        mdtrt_id = reg.data.mdtrt_id  # type: ignore[attr-defined]
+        await t(
+            "2203",
+            c.visit_info(
+                region,
+                {"mdtrt_id": mdtrt_id, "psn_no": psn_no, "med_type": "11", "begntime": now},
+                [
+                    {
+                        "diag_type": "1",
+                        "diag_srt_no": 1,
+                        "diag_code": "J06.900",
+                        "diag_name": "急性上呼吸道感染",
+                        "diag_time": now,
+                    }
+                ],
+            ),
+        )
+        lines = self._fee_lines(mdtrt_id, psn_no, now)
+        await t("2204", c.upload_fees(region, lines))
+        total = sum(
+            (decimal.Decimal(str(x["det_item_fee_sumamt"])) for x in lines), decimal.Decimal(0)
+        )
+        settle_data = {
+            "psn_no": psn_no,
+            "mdtrt_cert_type": "02",
+            "mdtrt_cert_no": person.certno,
+            "med_type": "11",
+            "medfee_sumamt": yuan(total),
+            "mdtrt_id": mdtrt_id,
+            "insutype": insu.insutype,
+            "acct_used_flag": "1" if self.rng.random() < 0.8 else "0",
+        }
+        await t("2206", c.pre_settle(region, settle_data))
+        out = await t("2207", c.settle(region, settle_data))
+        assert isinstance(out, setl.Output)
+        s = self.stats
+        s.visits += 1
+        s.settlements += 1
+        if not check_identities(out.setlinfo):
+            s.identity_failures += 1
+        if self.rng.random() < self.cancel_share:
+            setl_id = out.setlinfo.setl_id or ""
+            await t("2208", c.cancel_settlement(region, psn_no, mdtrt_id, setl_id))
+            await t("2205", c.cancel_fees(region, psn_no, mdtrt_id))
+            await t("2202", c.cancel_registration(region, psn_no, mdtrt_id, f"MZ{h.visit_no:08d}"))
+            s.cancellations += 1
+            return
+        s.medfee_fen += _fen(out.setlinfo.medfee_sumamt)
+        s.fund_fen += _fen(out.setlinfo.fund_pay_sumamt)
+        s.account_fen += _fen(out.setlinfo.acct_pay)
+        s.cash_fen += _fen(out.setlinfo.psn_cash_pay)
+
+    async def run(
+        self, visits: int, concurrency: int, progress: Callable[[int], None] | None = None
+    ) -> Stats:
+        started = time.perf_counter()
+        queue: asyncio.Queue[int] = asyncio.Queue(maxsize=concurrency * 2)
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            while True:
+                item = await queue.get()
+                try:
+                    if item < 0:
+                        return
+                    try:
+                        await self.visit()
+                    except Exception as exc:  # a refused visit is counted, not fatal
+                        self.stats.refused[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+                    done += 1
+                    if progress is not None:
+                        progress(done)
+                finally:
+                    queue.task_done()
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        for i in range(visits):
+            await queue.put(i)
+        for _ in workers:
+            await queue.put(-1)
+        await asyncio.gather(*workers)
+        self.stats.elapsed_s = time.perf_counter() - started
+        return self.stats

@@ -1,0 +1,293 @@
+"""A seeded synthetic population: institutions (hospitals of every level and
+pharmacies, in the home region and a neighbouring one), their terminals and operators,
+a catalog with 甲/乙/丙 items and price ceilings, and insured persons (employees with
+personal accounts, employed and retired; residents without).
+
+The same seed always gives the same population, including terminal keys, so the HIS
+simulator can sign as any terminal without reading the database. `load()` writes it
+with COPY (100 000 persons in seconds) and funds the personal accounts with one
+balanced opening journal entry per insured region and scheme.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from settlement import ledger
+
+HOME_REGION = "510100"  # Chengdu, the region of the shipped policy files
+NEIGHBOUR_REGION = "510700"  # Mianyang: treating region for cross-region visits
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹"
+    "彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金"
+    "石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵"
+    "万钱严覃武戴莫孔向汤"
+)
+GIVEN = (
+    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志"
+    "红玉兰文辉鹏飞宇浩然子涵欣怡梓轩雨桐"
+)
+LEVELS = ("community", "1", "2", "3")
+ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+ID_CHECK = "10X98765432"
+
+
+def id_number(region: str, birth: dt.date, seq: int, gender: str) -> str:
+    """A well-formed 18-digit resident ID number (GB 11643 check digit)."""
+    odd_even = seq * 2 + (1 if gender == "1" else 0)
+    body = f"{region[:4]}04{birth:%Y%m%d}{odd_even % 1000:03d}"
+    total = sum(int(c) * w for c, w in zip(body, ID_WEIGHTS, strict=True))
+    return body + ID_CHECK[total % 11]
+
+
+def terminal_key(seed: int, terminal_id: str) -> bytes:
+    """The terminal's signing key, reproducible from the seed (test rigs only)."""
+    return hashlib.sha256(f"yikatong-sim/{seed}/{terminal_id}".encode()).digest()
+
+
+@dataclass(frozen=True)
+class Institution:
+    fixmedins_code: str
+    fixmedins_name: str
+    admdvs: str
+    level: str
+    inst_type: str
+    terminal_id: str
+    opter: str
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    med_list_codg: str
+    name: str
+    chrgitm_lv: str
+    list_type: str
+    price_ceiling_fen_per_unit: int | None
+    selfpay_prop_bp: int
+    typical_price_fen: int
+
+
+@dataclass(frozen=True)
+class Person:
+    psn_no: str
+    insuplc_admdvs: str
+    certno: str
+    psn_name: str
+    gend: str
+    brdy: dt.date
+    insutype: str
+    retired: bool
+    psn_insu_date: dt.date
+    emp_name: str
+    acct_balance_fen: int
+
+
+@dataclass
+class Population:
+    seed: int
+    institutions: list[Institution] = field(default_factory=list)
+    catalog: list[CatalogEntry] = field(default_factory=list)
+    persons: list[Person] = field(default_factory=list)
+
+
+def _institutions(rng: random.Random, hospitals: int, pharmacies: int) -> list[Institution]:
+    out = []
+    for i in range(hospitals + pharmacies):
+        pharmacy = i >= hospitals
+        region = NEIGHBOUR_REGION if i % 5 == 4 else HOME_REGION
+        kind = "P" if pharmacy else "H"
+        code = f"{kind}{region}{i:05d}"
+        level = "community" if pharmacy else LEVELS[i % len(LEVELS)]
+        name = f"{'药房' if pharmacy else '医院'}{i:03d}号" + (
+            "(绵阳)" if region == NEIGHBOUR_REGION else ""
+        )
+        out.append(
+            Institution(
+                code,
+                name,
+                region,
+                level,
+                "pharmacy" if pharmacy else "hospital",
+                f"T{code}",
+                f"OP{i:05d}",
+            )
+        )
+    rng.shuffle(out)
+    return sorted(out, key=lambda inst: inst.fixmedins_code)
+
+
+def _catalog(rng: random.Random, items: int) -> list[CatalogEntry]:
+    out = []
+    for i in range(items):
+        roll = rng.random()
+        lv = "01" if roll < 0.5 else ("02" if roll < 0.85 else "03")
+        list_type = rng.choice(("101", "102", "201", "301"))
+        price_fen = rng.choice((50, 120, 880, 1250, 2400, 5600, 12800, 35000))
+        ceiling = None
+        if list_type in ("201", "301") and rng.random() < 0.4:
+            ceiling = price_fen - price_fen // rng.choice((5, 10, 20))
+        prop = rng.choice((500, 1000, 2000, 3000)) if lv == "02" else 0
+        code = f"{'X' if list_type.startswith('1') else 'F'}{list_type}{i:08d}"
+        out.append(CatalogEntry(code, f"目录项目{i:04d}", lv, list_type, ceiling, prop, price_fen))
+    return out
+
+
+def _persons(rng: random.Random, n: int) -> list[Person]:
+    out = []
+    for i in range(n):
+        gend = "1" if rng.random() < 0.5 else "2"
+        birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 80))
+        employee = rng.random() < 0.7
+        retired = employee and birth.year < 1966
+        name = rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
+        out.append(
+            Person(
+                psn_no=f"{HOME_REGION}{i + 1:012d}",
+                insuplc_admdvs=HOME_REGION,
+                certno=id_number("510104", birth, i, gend),
+                psn_name=name,
+                gend=gend,
+                brdy=birth,
+                insutype="310" if employee else "390",
+                retired=retired,
+                psn_insu_date=dt.date(2010, 1, 1) + dt.timedelta(days=rng.randrange(0, 3650)),
+                emp_name=f"单位{rng.randrange(1, 500):03d}" if employee else "",
+                acct_balance_fen=rng.randrange(0, 500_000) if employee else 0,
+            )
+        )
+    return out
+
+
+def generate(
+    seed: int, persons: int, *, hospitals: int = 20, pharmacies: int = 10, items: int = 300
+) -> Population:
+    rng = random.Random(seed)
+    return Population(
+        seed=seed,
+        institutions=_institutions(rng, hospitals, pharmacies),
+        catalog=_catalog(rng, items),
+        persons=_persons(rng, persons),
+    )
+
+
+async def load(conn: asyncpg.Connection, pop: Population, *, timeout_s: float = 600.0) -> None:
+    """Write the population in one transaction (COPY for the bulk tables)."""
+    async with conn.transaction():
+        await conn.copy_records_to_table(
+            "institutions",
+            records=[
+                (i.fixmedins_code, i.fixmedins_name, i.admdvs, i.level, i.inst_type)
+                for i in pop.institutions
+            ],
+            columns=["fixmedins_code", "fixmedins_name", "admdvs", "level", "inst_type"],
+            timeout=timeout_s,
+        )
+        await conn.copy_records_to_table(
+            "terminals",
+            records=[
+                (i.terminal_id, i.fixmedins_code, terminal_key(pop.seed, i.terminal_id))
+                for i in pop.institutions
+            ],
+            columns=["terminal_id", "fixmedins_code", "mac_key"],
+            timeout=timeout_s,
+        )
+        await conn.copy_records_to_table(
+            "operators",
+            records=[
+                (i.fixmedins_code, i.opter, f"收费员{i.opter[-3:]}") for i in pop.institutions
+            ],
+            columns=["fixmedins_code", "opter", "opter_name"],
+            timeout=timeout_s,
+        )
+        await conn.copy_records_to_table(
+            "catalog_items",
+            records=[
+                (
+                    c.med_list_codg,
+                    c.name,
+                    c.chrgitm_lv,
+                    c.list_type,
+                    c.price_ceiling_fen_per_unit,
+                    c.selfpay_prop_bp,
+                )
+                for c in pop.catalog
+            ],
+            columns=[
+                "med_list_codg",
+                "name",
+                "chrgitm_lv",
+                "list_type",
+                "price_ceiling_fen_per_unit",
+                "selfpay_prop_bp",
+            ],
+            timeout=timeout_s,
+        )
+        await conn.copy_records_to_table(
+            "persons",
+            records=[
+                (
+                    p.psn_no,
+                    p.insuplc_admdvs,
+                    p.certno,
+                    p.psn_name,
+                    p.gend,
+                    p.brdy,
+                    p.insutype,
+                    p.retired,
+                    p.psn_insu_date,
+                    p.emp_name,
+                    p.acct_balance_fen,
+                )
+                for p in pop.persons
+            ],
+            columns=[
+                "psn_no",
+                "insuplc_admdvs",
+                "certno",
+                "psn_name",
+                "gend",
+                "brdy",
+                "insutype",
+                "retired",
+                "psn_insu_date",
+                "emp_name",
+                "acct_balance_fen",
+            ],
+            timeout=timeout_s,
+        )
+        await _open_accounts(conn, pop, timeout_s)
+
+
+async def _open_accounts(conn: asyncpg.Connection, pop: Population, timeout_s: float) -> None:
+    """One opening entry per (region, scheme): contributions fund every account."""
+    groups: dict[tuple[str, str], list[Person]] = {}
+    for p in pop.persons:
+        if p.acct_balance_fen > 0:
+            groups.setdefault((p.insuplc_admdvs, p.insutype), []).append(p)
+    for (region, insutype), people in sorted(groups.items()):
+        entry_id = await conn.fetchval(
+            "INSERT INTO journal_entries (kind, insuplc_admdvs) VALUES ('opening', $1)"
+            " RETURNING entry_id",
+            region,
+            timeout=timeout_s,
+        )
+        postings = [
+            ledger.Posting(
+                ledger.contributions_account(region, insutype),
+                sum(p.acct_balance_fen for p in people),
+            )
+        ]
+        postings += [
+            ledger.Posting(ledger.personal_account(p.psn_no), -p.acct_balance_fen) for p in people
+        ]
+        await conn.copy_records_to_table(
+            "postings",
+            records=[(entry_id, x.account, x.amount_fen) for x in ledger.balanced(postings)],
+            columns=["entry_id", "account", "amount_fen"],
+            timeout=timeout_s,
+        )

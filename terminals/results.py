@@ -1,0 +1,69 @@
+"""Result codes of the settlement protocol: one enum, stable numbers, sentence-like
+names (STYLE.md §5).
+
+On the wire the national envelope says only `infcode` 0 (success) or -1 (failure) and
+an `err_msg`; yikatong adds `yk_code` (the number) and `yk_result` (the name) to every
+answer so that integrators can branch on a stable value instead of parsing text.
+Numbers never change meaning once released; new outcomes get new numbers.
+
+Groups: 1xxx the request itself, 11xx authentication and session, 12xx idempotency,
+2xxx reference data (persons, institutions, policy), 3xxx visits and fee details,
+4xxx settlements, 9xxx operating conditions (try again).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ResultCode(enum.IntEnum):
+    ok = 0
+
+    request_body_malformed = 1001
+    field_invalid = 1002
+    infno_unknown = 1003
+    institution_mismatch = 1004
+
+    signature_missing = 1101
+    signature_invalid = 1102
+    timestamp_outside_window = 1103
+    nonce_replayed = 1104
+    terminal_unknown = 1105
+    sign_in_required = 1110
+    sign_no_unknown = 1111
+    sign_no_signed_out = 1112
+    operator_not_signed_in = 1113
+    operator_unknown = 1114
+
+    msgid_reused_with_different_body = 1201
+
+    person_not_found = 2001
+    person_region_mismatch = 2002
+    person_not_insured = 2003
+    insutype_not_held = 2004
+    cert_type_not_supported = 2005
+    policy_not_found = 2006
+
+    visit_not_found = 3001
+    visit_cancelled = 3002
+    visit_has_settlement = 3003
+    visit_person_mismatch = 3004
+    visit_outpatient_number_duplicate = 3005
+    fee_detail_duplicate = 3101
+    fee_detail_amount_mismatch = 3102
+    fee_details_none_unsettled = 3103
+    fee_details_batch_not_found = 3104
+
+    medfee_sumamt_mismatch = 4001
+    settlement_not_found = 4002
+    settlement_already_cancelled = 4003
+    visit_already_settled = 4004
+    settlement_visit_mismatch = 4005
+
+    database_unavailable = 9001
+    overloaded = 9002
+
+    @property
+    def retryable(self) -> bool:
+        """True for operating conditions where the same request may succeed later."""
+        return self >= 9000

@@ -1,0 +1,129 @@
+"""Building blocks of outpatient visits for the e2e tests."""
+
+from __future__ import annotations
+
+import decimal
+from dataclasses import dataclass
+from typing import Any
+
+from simulators.population import Person
+from terminals.client import Client, yuan
+from terminals.messages import setl
+
+NOW = "2026-11-29 09:30:00"
+
+
+@dataclass
+class Visit:
+    person: Person
+    region: str
+    mdtrt_id: str
+    ipt_otp_no: str
+    total: decimal.Decimal
+
+    def settle_data(self, **overrides: Any) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "psn_no": self.person.psn_no,
+            "mdtrt_cert_type": "02",
+            "mdtrt_cert_no": self.person.certno,
+            "med_type": "11",
+            "medfee_sumamt": self.total,
+            "mdtrt_id": self.mdtrt_id,
+            "insutype": self.person.insutype,
+            "acct_used_flag": "1",
+        }
+        data.update(overrides)
+        return data
+
+
+_counter = 0
+
+
+def fee_line(
+    n: int, visit_id: str, psn_no: str, code: str, pric: str, cnt: str = "1"
+) -> dict[str, Any]:
+    p, c = decimal.Decimal(pric), decimal.Decimal(cnt)
+    return {
+        "feedetl_sn": f"{n:04d}",
+        "mdtrt_id": visit_id,
+        "psn_no": psn_no,
+        "chrg_bchno": "B001",
+        "fee_ocur_time": NOW,
+        "med_list_codg": code,
+        "medins_list_codg": f"L{code}",
+        "det_item_fee_sumamt": yuan(p * c),
+        "cnt": c,
+        "pric": p,
+    }
+
+
+async def open_visit(client: Client, person: Person, items: list[tuple[str, str, str]]) -> Visit:
+    """1101 → 2201 → 2203 → 2204 with `items` as (catalog code, unit price, quantity)."""
+    global _counter
+    _counter += 1
+    info = await client.person_info_by_id_number(person.certno)
+    region = info.insuinfo[0].insuplc_admdvs
+    ipt_otp_no = f"E2E{_counter:07d}"
+    reg = await client.register(
+        region,
+        {
+            "psn_no": person.psn_no,
+            "insutype": person.insutype,
+            "begntime": NOW,
+            "mdtrt_cert_type": "02",
+            "mdtrt_cert_no": person.certno,
+            "ipt_otp_no": ipt_otp_no,
+        },
+    )
+    mdtrt_id = reg.data.mdtrt_id
+    await client.visit_info(
+        region,
+        {"mdtrt_id": mdtrt_id, "psn_no": person.psn_no, "med_type": "11", "begntime": NOW},
+        [
+            {
+                "diag_type": "1",
+                "diag_srt_no": 1,
+                "diag_code": "J06.900",
+                "diag_name": "急性上呼吸道感染",
+                "diag_time": NOW,
+            }
+        ],
+    )
+    lines = [fee_line(i + 1, mdtrt_id, person.psn_no, *item) for i, item in enumerate(items)]
+    if lines:
+        await client.upload_fees(region, lines)
+    total = sum((decimal.Decimal(str(x["det_item_fee_sumamt"])) for x in lines), decimal.Decimal(0))
+    return Visit(person, region, mdtrt_id, ipt_otp_no, yuan(total))
+
+
+def fen(value: decimal.Decimal) -> int:
+    return int(value * 100)
+
+
+def assert_identities(info: setl.SetlInfo) -> None:
+    f = {
+        n: fen(getattr(info, n))
+        for n in info.__struct_fields__
+        if isinstance(getattr(info, n), decimal.Decimal)
+    }
+    assert f["medfee_sumamt"] == (
+        f["fulamt_ownpay_amt"] + f["overlmt_selfpay"] + f["preselfpay_amt"] + f["inscp_scp_amt"]
+    )
+    funds = (
+        "hifp_pay",
+        "cvlserv_pay",
+        "hifes_pay",
+        "hifmi_pay",
+        "hifob_pay",
+        "hifdm_pay",
+        "maf_pay",
+        "oth_pay",
+    )
+    assert f["fund_pay_sumamt"] == sum(f[x] for x in funds)
+    assert f["psn_part_amt"] == f["medfee_sumamt"] - f["fund_pay_sumamt"] - f["hosp_part_amt"]
+    assert f["psn_part_amt"] == f["acct_pay"] + f["acct_mulaid_pay"] + f["psn_cash_pay"]
+
+
+def valid_line(visit: Visit) -> dict[str, Any]:
+    """One valid 甲 line of 100.00 for `visit`, to be broken by a test."""
+    return fee_line(1, visit.mdtrt_id, visit.person.psn_no, "TJIA0001", "100.00")
