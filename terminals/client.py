@@ -129,7 +129,7 @@ class MsgIdFactory:
         first_seq: int = 0,
         seq_count: int = 10_000,
     ) -> None:
-        if not (0 <= first_seq and seq_count >= 1 and first_seq + seq_count <= 10_000):
+        if not (first_seq >= 0 and seq_count >= 1 and first_seq + seq_count <= 10_000):
             raise ValueError("sequence slice must lie within 0..9999")
         self._code = fixmedins_code
         self._clock = clock
