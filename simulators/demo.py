@@ -124,6 +124,8 @@ def main() -> int:
             stats = asyncio.run(run_his_and_report(base, SEED, persons, visits, concurrency))
             checked = _engine_cli(env, "ledger", "check")
             print("  " + "\n  ".join(checked.stdout.strip().splitlines()))
+            if checked.returncode != 0:
+                print(f"  ledger check failed (exit {checked.returncode}): {checked.stderr[-800:]}")
             metrics = _get(base + "/metrics")[1].decode()
         except BaseException:
             proc.kill()

@@ -156,6 +156,7 @@ class HisSimulator:
         insu = info.insuinfo[0]  # type: ignore[attr-defined]
         region, psn_no = insu.insuplc_admdvs, info.baseinfo.psn_no  # type: ignore[attr-defined]
         h.visit_no += 1
+        ipt_otp_no = f"MZ{h.visit_no:08d}"  # taken now: other visits of h run meanwhile
         now = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         reg = await t(
             "2201",
@@ -167,7 +168,7 @@ class HisSimulator:
                     "begntime": now,
                     "mdtrt_cert_type": "02",
                     "mdtrt_cert_no": person.certno,
-                    "ipt_otp_no": f"MZ{h.visit_no:08d}",
+                    "ipt_otp_no": ipt_otp_no,
                     "dept_code": "A03",
                     "dept_name": "内科",
                 },
@@ -217,7 +218,7 @@ class HisSimulator:
             setl_id = out.setlinfo.setl_id or ""
             await t("2208", c.cancel_settlement(region, psn_no, mdtrt_id, setl_id))
             await t("2205", c.cancel_fees(region, psn_no, mdtrt_id))
-            await t("2202", c.cancel_registration(region, psn_no, mdtrt_id, f"MZ{h.visit_no:08d}"))
+            await t("2202", c.cancel_registration(region, psn_no, mdtrt_id, ipt_otp_no))
             s.cancellations += 1
             return
         s.medfee_fen += _fen(out.setlinfo.medfee_sumamt)

@@ -33,14 +33,15 @@ GIVEN = (
     "红玉兰文辉鹏飞宇浩然子涵欣怡梓轩雨桐"
 )
 LEVELS = ("community", "1", "2", "3")
+OPENING_ENTRY_ACCOUNTS = 200
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
 
 
 def id_number(region: str, birth: dt.date, seq: int, gender: str) -> str:
     """A well-formed 18-digit resident ID number (GB 11643 check digit)."""
-    odd_even = seq * 2 + (1 if gender == "1" else 0)
-    body = f"{region[:4]}04{birth:%Y%m%d}{odd_even % 1000:03d}"
+    odd_even = seq * 2 + (1 if gender == "1" else 0)  # odd for men, even for women
+    body = f"{region[:4]}04{birth:%Y%m%d}{odd_even:03d}"
     total = sum(int(c) * w for c, w in zip(body, ID_WEIGHTS, strict=True))
     return body + ID_CHECK[total % 11]
 
@@ -139,9 +140,16 @@ def _catalog(rng: random.Random, items: int) -> list[CatalogEntry]:
 
 def _persons(rng: random.Random, n: int) -> list[Person]:
     out = []
+    # ID numbers are unique: a sequence per (birth date, gender), at most 500 each.
+    per_day: dict[tuple[dt.date, str], int] = {}
     for i in range(n):
         gend = "1" if rng.random() < 0.5 else "2"
-        birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 80))
+        while True:
+            birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 80))
+            seq = per_day.get((birth, gend), 0)
+            if seq < 500:
+                per_day[(birth, gend)] = seq + 1
+                break
         employee = rng.random() < 0.7
         retired = employee and birth.year < 1966
         name = rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
@@ -149,7 +157,7 @@ def _persons(rng: random.Random, n: int) -> list[Person]:
             Person(
                 psn_no=f"{HOME_REGION}{i + 1:012d}",
                 insuplc_admdvs=HOME_REGION,
-                certno=id_number("510104", birth, i, gend),
+                certno=id_number("510104", birth, seq, gend),
                 psn_name=name,
                 gend=gend,
                 brdy=birth,
@@ -264,30 +272,37 @@ async def load(conn: asyncpg.Connection, pop: Population, *, timeout_s: float = 
 
 
 async def _open_accounts(conn: asyncpg.Connection, pop: Population, timeout_s: float) -> None:
-    """One opening entry per (region, scheme): contributions fund every account."""
+    """Fund the personal accounts from contributions with balanced opening entries of
+    at most OPENING_ENTRY_ACCOUNTS accounts each (the database checks every entry's
+    balance per posting at commit, so one giant entry would cost quadratic time)."""
     groups: dict[tuple[str, str], list[Person]] = {}
     for p in pop.persons:
         if p.acct_balance_fen > 0:
             groups.setdefault((p.insuplc_admdvs, p.insutype), []).append(p)
+    records: list[tuple[int, str, int]] = []
     for (region, insutype), people in sorted(groups.items()):
-        entry_id = await conn.fetchval(
-            "INSERT INTO journal_entries (kind, insuplc_admdvs) VALUES ('opening', $1)"
-            " RETURNING entry_id",
-            region,
-            timeout=timeout_s,
-        )
-        postings = [
-            ledger.Posting(
-                ledger.contributions_account(region, insutype),
-                sum(p.acct_balance_fen for p in people),
+        for start in range(0, len(people), OPENING_ENTRY_ACCOUNTS):
+            chunk = people[start : start + OPENING_ENTRY_ACCOUNTS]
+            entry_id = await conn.fetchval(
+                "INSERT INTO journal_entries (kind, insuplc_admdvs) VALUES ('opening', $1)"
+                " RETURNING entry_id",
+                region,
+                timeout=timeout_s,
             )
-        ]
-        postings += [
-            ledger.Posting(ledger.personal_account(p.psn_no), -p.acct_balance_fen) for p in people
-        ]
-        await conn.copy_records_to_table(
-            "postings",
-            records=[(entry_id, x.account, x.amount_fen) for x in ledger.balanced(postings)],
-            columns=["entry_id", "account", "amount_fen"],
-            timeout=timeout_s,
-        )
+            postings = [
+                ledger.Posting(
+                    ledger.contributions_account(region, insutype),
+                    sum(p.acct_balance_fen for p in chunk),
+                )
+            ]
+            postings += [
+                ledger.Posting(ledger.personal_account(p.psn_no), -p.acct_balance_fen)
+                for p in chunk
+            ]
+            records += [(entry_id, x.account, x.amount_fen) for x in ledger.balanced(postings)]
+    await conn.copy_records_to_table(
+        "postings",
+        records=records,
+        columns=["entry_id", "account", "amount_fen"],
+        timeout=timeout_s,
+    )

@@ -54,17 +54,22 @@ async def run_his_and_report(
     sim = HisSimulator(url, pop, seed=seed + 1)
     width = 40
 
+    tty = sys.stdout.isatty()
+    step = max(1, visits // (200 if tty else 10))
+
     def progress(done: int) -> None:
-        if done % max(1, visits // 200) and done != visits:
+        if done % step and done != visits:
             return
         filled = width * done // visits
-        sys.stdout.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{visits} visits")
+        bar = f"  [{'#' * filled}{'.' * (width - filled)}] {done}/{visits} visits"
+        sys.stdout.write(f"\r{bar}" if tty else f"{bar}\n")
         sys.stdout.flush()
 
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
         await sim.start(session)
         stats = await sim.run(visits, concurrency, progress)
-    sys.stdout.write("\n")
+    if tty:
+        sys.stdout.write("\n")
     print_report(stats)
     return stats
