@@ -306,6 +306,10 @@ async def _run(
             )
             await tx.commit()
             tx = None
+        if ctx.money_moved is not None:
+            kind, fund_fen, acct_fen, cash_fen = ctx.money_moved
+            for payer, fen in (("fund", fund_fen), ("account", acct_fen), ("cash", cash_fen)):
+                endpoint.metrics.settled_fen.labels(kind, payer).inc(fen)
         _log(ctx, spec, code)
         return status, out, code
     finally:

@@ -106,6 +106,13 @@ class EngineMetrics:
             buckets=constants.HTTP_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.settled_fen = Counter(
+            "yikatong_settled_fen",
+            "Money moved by settlements (kind=settle) and their cancellations (kind=cancel),"
+            " in fen, by payer: fund, account, cash. Net settled = settle - cancel.",
+            ["kind", "payer"],
+            registry=self.registry,
+        )
         build = Info("yikatong_build", "Build of the running engine.", registry=self.registry)
         build.info(
             {

@@ -45,6 +45,8 @@ class TxContext:
     err_msg: str | None = None
     replayed_answer: bytes | None = None
     data: Any = None
+    # (kind, fund_fen, account_fen, cash_fen) of money moved, for metrics.
+    money_moved: tuple[str, int, int, int] | None = None
     trace: list[tuple[str, str, float]] = field(default_factory=list)
 
     def refuse(self, code: ResultCode, message: str) -> ResultCode:

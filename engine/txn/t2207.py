@@ -139,6 +139,7 @@ class PostSettlement(Participant):
             ctx, p["psn_no"], s.balc_before_fen, s.balc_fen, s.accumulators_after
         )
         ctx.output = output
+        ctx.money_moved = ("settle", s.fund_pay_sumamt_fen, s.acct_pay_fen, s.psn_cash_pay_fen)
 
 
 async def apply_person_changes(

@@ -148,6 +148,12 @@ class PrepareCancel(Participant):
             ),
         )
         ctx.output = cancel_output(ctx, st, balance_after)
+        ctx.money_moved = (
+            "cancel",
+            st["fund_pay_sumamt_fen"],
+            st["acct_pay_fen"],
+            st["psn_cash_pay_fen"],
+        )
 
 
 def cancel_output(ctx: TxContext, st: asyncpg.Record, balance_after_fen: int) -> setl.Output:

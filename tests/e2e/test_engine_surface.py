@@ -1,0 +1,79 @@
+"""What integrators and ops see around the transactions: the generated OpenAPI
+document and docs page, transaction and money metrics, and the SDK's handling of a
+lost answer (never a new msgid; the identical resend settles exactly once)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.txn.registry import build_registry
+from terminals.client import Client, OutcomeUnknown
+from terminals.messages import setl
+from tests.e2e.conftest import Deployment
+from tests.e2e.helpers import open_visit
+from tests.support import http_get
+
+pytestmark = pytest.mark.slow
+
+
+def test_openapi_describes_every_route_and_transaction(deployment: Deployment) -> None:
+    status, headers, body = http_get(deployment.engine.url + "/openapi.json")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    doc = json.loads(body)
+    assert doc["openapi"].startswith("3.1")
+    assert {"/api/v1/tx", "/healthz", "/readyz", "/metrics"} <= set(doc["paths"])
+    assert set(doc["x-yikatong-transactions"]) == set(build_registry())
+    schemas = doc["components"]["schemas"]
+    for tx in doc["x-yikatong-transactions"].values():
+        for ref in (tx["input"], tx["output"]):
+            assert ref["$ref"].rsplit("/", 1)[1] in schemas
+    envelope = schemas["Envelope"]
+    assert envelope["properties"]["msgid"]["pattern"]
+    assert "input" in envelope["required"]
+    status, headers, page = http_get(deployment.engine.url + "/docs")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"2207 outpatient settlement" in page and b"det_item_fee_sumamt" in page
+
+
+async def test_lost_settlement_answer_is_resent_identically_and_settles_once(
+    deployment: Deployment,
+) -> None:
+    async with deployment.client() as c:
+        await c.sign_in()
+        person = deployment.person()
+        visit = await open_visit(c, person, [("TJIA0001", "100.00", "1")])
+        hasty = Client(
+            deployment.engine.url, deployment.credentials(deployment.hospital()), timeout_s=0.0005
+        )
+        hasty.sign_no = c.sign_no
+        async with hasty:
+            with pytest.raises(OutcomeUnknown) as lost:
+                await hasty.settle(visit.region, visit.settle_data())
+        assert lost.value.msgid and lost.value.infno == "2207"
+        out = await c.resend(lost.value, setl.Output)
+        again = await c.resend(lost.value, setl.Output)
+        assert out == again
+        count = await deployment.fetchval(
+            "SELECT count(*) FROM settlements WHERE mdtrt_id = $1", visit.mdtrt_id
+        )
+        assert count == 1
+    assert (await deployment.ledger()).balanced
+
+
+async def test_transactions_and_money_are_counted(deployment: Deployment, his: Client) -> None:
+    visit = await open_visit(his, deployment.person(), [("TJIA0001", "100.00", "1")])
+    out = await his.settle(visit.region, visit.settle_data())
+    status, _, body = http_get(deployment.engine.url + "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    tx = {(s.labels["infno"], s.labels["result"]) for s in families["yikatong_tx"].samples}
+    assert ("2207", "ok") in tx and ("9001", "ok") in tx
+    moved = {
+        (s.labels["kind"], s.labels["payer"]): s.value
+        for s in families["yikatong_settled_fen"].samples
+        if s.name.endswith("_total")
+    }
+    assert moved[("settle", "fund")] >= int(out.setlinfo.fund_pay_sumamt * 100)
