@@ -65,3 +65,7 @@ NONCE_STORE_CAPACITY: Final = 1_000_000
 TX_DB_RETRIES_MAX: Final = 3
 # The platform's local time (China Standard Time, no daylight saving) for wire times.
 PLATFORM_UTC_OFFSET_H: Final = 8
+# Terminal keys and institution levels are cached per process for this long: a
+# deactivated terminal is refused at most this many seconds later.
+REFERENCE_CACHE_TTL_S: Final = 30.0
+REFERENCE_CACHE_CAPACITY: Final = 100_000

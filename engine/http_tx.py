@@ -20,7 +20,7 @@ import itertools
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,7 @@ import msgspec
 from aiohttp import web
 
 from engine import constants
+from engine.cache import TtlCache
 from engine.txn import pipeline
 from engine.txn.common import field_message
 from engine.txn.context import Services, Terminal, TxContext
@@ -67,6 +68,11 @@ class TxEndpoint:
     metrics: Any  # engine.metrics.EngineMetrics (tx counters)
     nonces: Any  # engine.nonces.NonceStore
     get_pool: Any  # () -> asyncpg.Pool | None
+    terminals: TtlCache[str, asyncpg.Record] = field(
+        default_factory=lambda: TtlCache(
+            constants.REFERENCE_CACHE_CAPACITY, constants.REFERENCE_CACHE_TTL_S
+        )
+    )
 
 
 def _reply(
@@ -101,13 +107,17 @@ def _response(status: int, body: bytes, retry_after: bool = False) -> web.Respon
 
 
 async def _terminal(
-    conn: asyncpg.Connection, terminal_id: str, timeout_s: float
+    endpoint: TxEndpoint, conn: asyncpg.Connection, terminal_id: str, now_s: float
 ) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT terminal_id, fixmedins_code, mac_key, active FROM terminals WHERE terminal_id = $1",
-        terminal_id,
-        timeout=timeout_s,
-    )
+    row = endpoint.terminals.get(terminal_id, now_s)
+    if row is None:
+        row = await conn.fetchrow(
+            "SELECT terminal_id, fixmedins_code, mac_key, active FROM terminals WHERE terminal_id = $1",
+            terminal_id,
+            timeout=endpoint.services.command_timeout_s,
+        )
+        if row is not None:
+            endpoint.terminals.put(terminal_id, row, now_s)
     return row
 
 
@@ -180,11 +190,10 @@ async def _authenticated(
     received: dt.datetime,
 ) -> tuple[int, bytes, ResultCode, str]:
     now_s = time.time()
-    timeout_s = endpoint.services.command_timeout_s
     bad = _check_headers(request, now_s)
     terminal = None
     if bad is None:
-        terminal = await _terminal(conn, request.headers[signing.HEADER_TERMINAL], timeout_s)
+        terminal = await _terminal(endpoint, conn, request.headers[signing.HEADER_TERMINAL], now_s)
         h = request.headers
         if terminal is None or not terminal["active"]:
             bad = (

@@ -15,6 +15,13 @@ class DatabaseUnavailableError(Exception):
     """The database did not answer in time or refused the connection."""
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook that skips asyncpg's reset query (advisory unlocks, CLOSE ALL,
+    UNLISTEN, RESET ALL): the engine sets no session state on pooled connections, so
+    the reset is a wasted round trip per request. Code that takes a session-level
+    advisory lock releases it itself (engine.db.migrate)."""
+
+
 async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
     """Open the pool; its `min_size` connections are made now, under one deadline."""
     try:
@@ -26,6 +33,7 @@ async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
                 max_inactive_connection_lifetime=cfg.max_inactive_connection_lifetime_s,
                 timeout=cfg.connect_timeout_s,
                 command_timeout=cfg.command_timeout_s,
+                reset=_keep_session,
             )
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailableError(f"cannot open the database pool: {exc}") from exc

@@ -66,12 +66,14 @@ async def load_accumulators(
     """The person's accumulators for `year`, opened with the policy's limits if new."""
     timeout_s = ctx.services.command_timeout_s
     if lock:
+        # One round trip: open the row if new, lock it and read it. The no-op DO UPDATE
+        # is what locks an existing row and makes RETURNING give it back.
         retired = person["retired"]
         out = policy.outpatient
-        await ctx.conn.execute(
+        row = await ctx.conn.fetchrow(
             "INSERT INTO person_accumulators (psn_no, year, insuplc_admdvs, deductible_fen,"
             " outpatient_limit_fen, annual_cap_fen) VALUES ($1, $2, $3, $4, $5, $6)"
-            " ON CONFLICT DO NOTHING",
+            " ON CONFLICT (psn_no, year) DO UPDATE SET psn_no = EXCLUDED.psn_no RETURNING *",
             person["psn_no"],
             year,
             person["insuplc_admdvs"],
@@ -80,13 +82,13 @@ async def load_accumulators(
             policy.fund_annual_cap_fen,
             timeout=timeout_s,
         )
-    row = await ctx.conn.fetchrow(
-        "SELECT * FROM person_accumulators WHERE psn_no = $1 AND year = $2"
-        + (" FOR UPDATE" if lock else ""),
-        person["psn_no"],
-        year,
-        timeout=timeout_s,
-    )
+    else:
+        row = await ctx.conn.fetchrow(
+            "SELECT * FROM person_accumulators WHERE psn_no = $1 AND year = $2",
+            person["psn_no"],
+            year,
+            timeout=timeout_s,
+        )
     if row is None:
         return Accumulators(
             year=year, deductible_used_fen=0, outpatient_fund_paid_fen=0, fund_paid_fen=0

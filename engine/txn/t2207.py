@@ -57,6 +57,46 @@ class CheckHisTotals(Participant):
         return None
 
 
+# The whole posting in one statement (one round trip): the journal entry, its
+# postings, the settlement, the details marked settled, the new account balance
+# (guarded by the old one) and the accumulators. Data-modifying CTEs all run; foreign
+# keys are checked at the end of the statement and the entry's balance at commit.
+POST_SETTLEMENT_SQL = """
+WITH entry AS (
+    INSERT INTO journal_entries (kind, insuplc_admdvs, setl_id, fixmedins_code, msgid)
+    VALUES ('settle', $4, $1, $6, $10) RETURNING entry_id
+), posted AS (
+    INSERT INTO postings (entry_id, account, amount_fen)
+    SELECT entry.entry_id, x.account, x.amount_fen
+    FROM entry, unnest($27::text[], $28::bigint[]) AS x(account, amount_fen)
+), settled AS (
+    INSERT INTO settlements (setl_id, mdtrt_id, psn_no, insuplc_admdvs, mdtrtarea_admvs,
+        fixmedins_code, insutype, med_type, year, msgid, state, setl_time,
+        medfee_sumamt_fen, fulamt_ownpay_amt_fen, overlmt_selfpay_fen, preselfpay_amt_fen,
+        inscp_scp_amt_fen, act_pay_dedc_fen, hifp_pay_fen, fund_pay_sumamt_fen,
+        psn_part_amt_fen, acct_pay_fen, psn_cash_pay_fen, hosp_part_amt_fen,
+        balc_before_fen, balc_fen, answer, entry_id)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'settled', $26, $11, $12, $13, $14, $15,
+        $16, $17, $18, $19, $20, $21, $22, $23, $24, $25::jsonb, entry.entry_id
+    FROM entry
+), details AS (
+    UPDATE fee_details SET setl_id = $1
+    WHERE mdtrt_id = $2 AND feedetl_sn = ANY($29::text[]) AND setl_id IS NULL
+    RETURNING 1
+), balance AS (
+    UPDATE persons SET acct_balance_fen = $24
+    WHERE psn_no = $3 AND acct_balance_fen = $23 RETURNING 1
+), accumulated AS (
+    UPDATE person_accumulators
+    SET deductible_used_fen = $30, outpatient_fund_paid_fen = $31, fund_paid_fen = $32
+    WHERE psn_no = $3 AND year = $9 RETURNING 1
+)
+SELECT (SELECT count(*) FROM balance) AS balances,
+       (SELECT count(*) FROM accumulated) AS accumulators,
+       (SELECT count(*) FROM details) AS details
+"""
+
+
 class PostSettlement(Participant):
     name: ClassVar[str] = "post_settlement"
 
@@ -66,15 +106,6 @@ class PostSettlement(Participant):
         conn, timeout_s = ctx.conn, ctx.services.command_timeout_s
         seq = await conn.fetchval("SELECT nextval('setl_id_seq')", timeout=timeout_s)
         setl_id = f"{p['insuplc_admdvs']}{ctx.now:%Y%m%d}{seq:012d}"
-        entry_id = await conn.fetchval(
-            "INSERT INTO journal_entries (kind, insuplc_admdvs, setl_id, fixmedins_code, msgid)"
-            " VALUES ('settle', $1, $2, $3, $4) RETURNING entry_id",
-            p["insuplc_admdvs"],
-            setl_id,
-            env.fixmedins_code,
-            env.msgid,
-            timeout=timeout_s,
-        )
         postings = ledger.settlement_postings(
             insuplc=p["insuplc_admdvs"],
             insutype=p["insutype"],
@@ -84,21 +115,10 @@ class PostSettlement(Participant):
             acct_fen=s.acct_pay_fen,
             cash_fen=s.psn_cash_pay_fen,
         )
-        await conn.executemany(
-            "INSERT INTO postings (entry_id, account, amount_fen) VALUES ($1, $2, $3)",
-            [(entry_id, x.account, x.amount_fen) for x in postings],
-            timeout=timeout_s,
-        )
         output = setl_output(ctx, sd, setl_id, ctx.now)
-        await conn.execute(
-            "INSERT INTO settlements (setl_id, mdtrt_id, psn_no, insuplc_admdvs, mdtrtarea_admvs,"
-            " fixmedins_code, insutype, med_type, year, msgid, state, setl_time,"
-            " medfee_sumamt_fen, fulamt_ownpay_amt_fen, overlmt_selfpay_fen, preselfpay_amt_fen,"
-            " inscp_scp_amt_fen, act_pay_dedc_fen, hifp_pay_fen, fund_pay_sumamt_fen,"
-            " psn_part_amt_fen, acct_pay_fen, psn_cash_pay_fen, hosp_part_amt_fen,"
-            " balc_before_fen, balc_fen, answer, entry_id)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,'settled',$27,$11,$12,$13,$14,$15,$16,$17,"
-            " $18,$19,$20,$21,$22,$23,$24,$25,$26)",
+        acc = s.accumulators_after
+        written = await conn.fetchrow(
+            POST_SETTLEMENT_SQL,
             setl_id,
             sd.visit["mdtrt_id"],
             p["psn_no"],
@@ -107,7 +127,7 @@ class PostSettlement(Participant):
             env.fixmedins_code,
             p["insutype"],
             ctx.input.data.med_type,
-            sd.accumulators.year,
+            acc.year,
             env.msgid,
             s.medfee_sumamt_fen,
             s.fulamt_ownpay_amt_fen,
@@ -124,19 +144,20 @@ class PostSettlement(Participant):
             s.balc_before_fen,
             s.balc_fen,
             msgspec.json.encode(output).decode(),
-            entry_id,
             ctx.now,
-            timeout=timeout_s,
-        )
-        await conn.execute(
-            "UPDATE fee_details SET setl_id = $2 WHERE mdtrt_id = $1 AND feedetl_sn = ANY($3)",
-            sd.visit["mdtrt_id"],
-            setl_id,
+            [x.account for x in postings],
+            [x.amount_fen for x in postings],
             [d.feedetl_sn for d in sd.details],
+            acc.deductible_used_fen,
+            acc.outpatient_fund_paid_fen,
+            acc.fund_paid_fen,
             timeout=timeout_s,
         )
-        await apply_person_changes(
-            ctx, p["psn_no"], s.balc_before_fen, s.balc_fen, s.accumulators_after
+        assert written is not None
+        invariant(
+            (written["balances"], written["accumulators"], written["details"])
+            == (1, 1, len(sd.details)),
+            f"settlement {setl_id}: a locked row changed under its lock ({dict(written)})",
         )
         ctx.output = output
         ctx.money_moved = ("settle", s.fund_pay_sumamt_fen, s.acct_pay_fen, s.psn_cash_pay_fen)
