@@ -3,6 +3,7 @@ and rows. Transaction-specific participants live in their own module."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any, ClassVar
 
@@ -32,6 +33,15 @@ def field_message(exc: msgspec.ValidationError, prefix: str) -> str:
         reason = "unknown field"
     full = ".".join(p for p in (prefix, path) if p)
     return f"{full}: {reason[:1].lower()}{reason[1:]}"
+
+
+def wire_datetime(value: str, field: str) -> dt.datetime:
+    """A `yyyy-MM-dd HH:mm:ss` field as a datetime; MoneyError-style FieldError naming
+    the field when the pattern matched but the date does not exist (2026-02-30)."""
+    try:
+        return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        raise MoneyError(field, f"{value!r} is not a valid date and time") from None
 
 
 def money_message(exc: MoneyError, prefix: str) -> str:

@@ -3,7 +3,6 @@ institution and returns its `mdtrt_id`. One open visit per outpatient number."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import ClassVar
 
 import msgspec
@@ -15,10 +14,13 @@ from engine.txn.common import (
     RequireSignIn,
     check_person_region,
     fetch_person,
+    money_message,
+    wire_datetime,
 )
 from engine.txn.context import TxContext
 from engine.txn.pipeline import Participant
 from engine.txn.registry import TxSpec
+from settlement.money import MoneyError
 from terminals.messages import tx2201
 from terminals.results import ResultCode
 
@@ -42,6 +44,10 @@ class Register(Participant):
                 f"input.data.insutype: person is insured under {person['insutype']},"
                 f" not {data.insutype}",
             )
+        try:
+            wire_datetime(data.begntime, "data.begntime")
+        except MoneyError as exc:
+            return ctx.refuse(ResultCode.field_invalid, money_message(exc, "input"))
         if person["psn_insu_stas"] != "1":
             return ctx.refuse(
                 ResultCode.person_not_insured, "input.data.psn_no: insurance is not active"
@@ -65,7 +71,7 @@ class Register(Participant):
             data.insutype,
             data.ipt_otp_no,
             data.mdtrt_cert_type,
-            dt.datetime.strptime(data.begntime, "%Y-%m-%d %H:%M:%S"),
+            wire_datetime(data.begntime, "begntime"),  # checked in prepare
             msgspec.json.encode(data).decode(),
             timeout=ctx.services.command_timeout_s,
         )

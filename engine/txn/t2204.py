@@ -4,7 +4,6 @@ stored: amount = price × quantity to the fen, no duplicate `feedetl_sn`, one vi
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 from dataclasses import dataclass
 from typing import ClassVar
@@ -19,6 +18,7 @@ from engine.txn.common import (
     check_visit,
     fetch_visit,
     money_message,
+    wire_datetime,
 )
 from engine.txn.context import TxContext
 from engine.txn.pipeline import Participant
@@ -38,12 +38,13 @@ from terminals.results import ResultCode
 _BP = decimal.Decimal(10000)
 
 
-def scaled(value: decimal.Decimal, places: int, field: str, *, positive: bool) -> int:
-    """An exact decimal with at most `places` decimals as an integer × 10^places."""
+def scaled(value: decimal.Decimal, places: int, digits: int, field: str, *, positive: bool) -> int:
+    """An exact decimal with at most `places` decimals and `digits` digits in all (the
+    column's numeric(digits, places)) as an integer × 10^places."""
     if not value.is_finite():
         raise MoneyError(field, "must be a finite number")
-    if abs(value) >= 10**12:
-        raise MoneyError(field, "too large")
+    if abs(value) >= 10 ** (digits - places):
+        raise MoneyError(field, f"must be below {10 ** (digits - places)}")
     exact = value.quantize(decimal.Decimal(1).scaleb(-places))
     if exact != value:
         raise MoneyError(field, f"at most {places} decimal places")
@@ -63,8 +64,9 @@ class Line:
 def _line_from_wire(i: int, d: tx2204.FeeDetail) -> FeeLine:
     prefix = f"feedetail[{i}]"
     amount_fen = yuan_to_fen(d.det_item_fee_sumamt, f"{prefix}.det_item_fee_sumamt")
-    cnt_e4 = scaled(d.cnt, 4, f"{prefix}.cnt", positive=True)
-    pric_e6 = scaled(d.pric, 6, f"{prefix}.pric", positive=False)
+    cnt_e4 = scaled(d.cnt, 4, 16, f"{prefix}.cnt", positive=True)
+    pric_e6 = scaled(d.pric, 6, 16, f"{prefix}.pric", positive=False)
+    wire_datetime(d.fee_ocur_time, f"{prefix}.fee_ocur_time")
     return FeeLine(
         feedetl_sn=d.feedetl_sn,
         med_list_codg=d.med_list_codg,
@@ -169,7 +171,7 @@ def _row(line: Line) -> tuple[object, ...]:
         d.medins_list_codg,
         d.cnt,
         d.pric,
-        dt.datetime.strptime(d.fee_ocur_time, "%Y-%m-%d %H:%M:%S"),
+        wire_datetime(d.fee_ocur_time, "fee_ocur_time"),  # checked in prepare
         s.det_item_fee_sumamt_fen,
         s.fulamt_ownpay_amt_fen,
         s.overlmt_amt_fen,
