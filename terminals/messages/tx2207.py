@@ -4,9 +4,8 @@ transaction; `setl_id` identifies it for 2208 and reconciliation."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from terminals import fields as f
+from terminals.messages import tx2206
 from terminals.messages.base import In
 from terminals.messages.setl import Output as Output
 
@@ -14,17 +13,10 @@ INFNO = "2207"
 NAME = "outpatient settlement"
 
 
-class Data(In, frozen=True, kw_only=True):
-    psn_no: f.Id30
-    mdtrt_cert_type: f.CertType
-    mdtrt_cert_no: f.Code50
-    med_type: f.MedType
-    medfee_sumamt: f.Yuan
-    psn_setlway: f.Code6 = "01"
-    mdtrt_id: f.Id30
-    chrg_bchno: f.OptId30 = ""
-    insutype: f.Insutype
-    acct_used_flag: Literal["0", "1"] = "1"
+class Data(tx2206.Data, frozen=True, kw_only=True):
+    """The 2206 fields plus the invoice number and the HIS's own totals, which, when
+    sent, must agree with the engine's split."""
+
     invono: f.Code50 = ""
     fulamt_ownpay_amt: f.Yuan | None = None
     overlmt_selfpay: f.Yuan | None = None
