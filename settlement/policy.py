@@ -1,10 +1,15 @@
 """Policy parameters as versioned data files, one per (insured region, scheme, year).
 
-Files live in `settlement/policies/<region>-<insutype>-<year>.toml`; the shipped ones
-hold the DOMAIN.md §4.8 Chengdu figures, which are unverified fixtures, not law. Each
-file is decoded once into frozen Structs with every amount in fen and every ratio in
-basis points; a file whose name disagrees with its content, or whose ratios name an
-unknown level, is refused at load.
+Files live in `settlement/policies/<region>-<insutype>-<year>.toml` and are found
+through importlib.resources, so an installed wheel finds them too. The shipped ones
+hold the DOMAIN.md §4.8 Chengdu figures, which are unverified fixtures [U], not law.
+
+Invariants kept at load (a file breaking one is refused with `PolicyFileError`, never
+half-used): every amount is fen in 0..AMOUNT_FEN_MAX and every ratio basis points in
+0..10000 (msgspec.Meta); the file name agrees with region, insutype and year inside;
+ratio keys are institution levels ("community", "1", "2", "3") plus "pharmacy" for
+outpatient only; every level with an inpatient ratio has an inpatient deductible.
+A missing ratio key means "no pooled payment at that level" (ratio 0).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-Fen = Annotated[int, Meta(ge=0, le=10**13)]
+from settlement.money import AMOUNT_FEN_MAX
+
+Fen = Annotated[int, Meta(ge=0, le=AMOUNT_FEN_MAX)]
 Bp = Annotated[int, Meta(ge=0, le=10_000)]
 _FILE_RE = re.compile(r"^([0-9]{6})-([0-9]{3})-([0-9]{4})\.toml$")
 
@@ -34,12 +41,15 @@ class Level(enum.StrEnum):
 
 
 class InstitutionType(enum.StrEnum):
+    """Kind of designated institution (定点医药机构)."""
+
     hospital = "hospital"
     pharmacy = "pharmacy"
 
 
 PHARMACY_KEY = "pharmacy"
-_RATIO_KEYS = {lv.value for lv in Level} | {PHARMACY_KEY}
+_LEVEL_KEYS = frozenset(lv.value for lv in Level)
+_OUTPATIENT_KEYS = _LEVEL_KEYS | {PHARMACY_KEY}
 
 
 class PolicyNotFound(KeyError):
@@ -54,6 +64,8 @@ class PolicyFileError(ValueError):
 
 
 class RatioBp(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The fund's share of eligible cost above the deductible, by employment status."""
+
     employed: Bp
     retired: Bp
 
@@ -94,17 +106,25 @@ def _validate(params: PolicyParams, filename: str) -> None:
         raise PolicyFileError(f"{filename}: name is not <region>-<insutype>-<year>.toml")
     if (params.region, params.insutype, str(params.year)) != match.groups():
         raise PolicyFileError(f"{filename}: region, insutype or year differs from the file name")
-    for where, keys in (
-        ("outpatient.ratio_bp", params.outpatient.ratio_bp),
-        ("inpatient.ratio_bp", params.inpatient.ratio_bp),
-        ("inpatient.deductible_fen", params.inpatient.deductible_fen),
+    inp = params.inpatient
+    for where, keys, allowed in (
+        ("outpatient.ratio_bp", params.outpatient.ratio_bp, _OUTPATIENT_KEYS),
+        ("inpatient.ratio_bp", inp.ratio_bp, _LEVEL_KEYS),
+        ("inpatient.deductible_fen", inp.deductible_fen, _LEVEL_KEYS),
     ):
-        unknown = set(keys) - _RATIO_KEYS
+        unknown = set(keys) - allowed
         if unknown:
             raise PolicyFileError(f"{filename}: {where} has unknown level(s) {sorted(unknown)}")
+    missing = set(inp.ratio_bp) - set(inp.deductible_fen)
+    if missing:
+        raise PolicyFileError(
+            f"{filename}: inpatient.deductible_fen lacks level(s) {sorted(missing)}"
+            " that inpatient.ratio_bp pays at"
+        )
 
 
 def load_policy(filename: str, text: str) -> PolicyParams:
+    """Decode and check one policy file's text; `filename` is its base name."""
     try:
         params = msgspec.convert(tomllib.loads(text), PolicyParams)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
@@ -113,11 +133,15 @@ def load_policy(filename: str, text: str) -> PolicyParams:
     return params
 
 
+DEFAULT_POLICY_DIR: Traversable = importlib.resources.files("settlement") / "policies"
+
+
 class PolicyBook:
     """Every policy file of a directory (the packaged one by default)."""
 
     def __init__(self, directory: Traversable | None = None) -> None:
-        root = directory or importlib.resources.files("settlement") / "policies"
+        """Load every `*.toml` of `directory` (a pathlib.Path will do); refuse any bad one."""
+        root = directory if directory is not None else DEFAULT_POLICY_DIR
         self._policies: dict[tuple[str, str, int], PolicyParams] = {}
         for entry in sorted(root.iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".toml"):

@@ -31,27 +31,11 @@ from settlement.catalog import (
     line_amount_fen,
     split_line,
 )
-from settlement.money import MoneyError, fen_to_yuan, yuan_to_fen
+from settlement.money import MoneyError, fen_to_yuan, scaled_int, yuan_to_fen
 from terminals.messages import tx2204
 from terminals.results import ResultCode
 
 _BP = decimal.Decimal(10000)
-
-
-def scaled(value: decimal.Decimal, places: int, digits: int, field: str, *, positive: bool) -> int:
-    """An exact decimal with at most `places` decimals and `digits` digits in all (the
-    column's numeric(digits, places)) as an integer × 10^places."""
-    if not value.is_finite():
-        raise MoneyError(field, "must be a finite number")
-    if abs(value) >= 10 ** (digits - places):
-        raise MoneyError(field, f"must be below {10 ** (digits - places)}")
-    exact = value.quantize(decimal.Decimal(1).scaleb(-places))
-    if exact != value:
-        raise MoneyError(field, f"at most {places} decimal places")
-    result = int(exact.scaleb(places))
-    if result < 0 or (positive and result == 0):
-        raise MoneyError(field, "must be greater than zero" if positive else "must not be negative")
-    return result
 
 
 @dataclass(frozen=True)
@@ -64,8 +48,11 @@ class Line:
 def _line_from_wire(i: int, d: tx2204.FeeDetail) -> FeeLine:
     prefix = f"feedetail[{i}]"
     amount_fen = yuan_to_fen(d.det_item_fee_sumamt, f"{prefix}.det_item_fee_sumamt")
-    cnt_e4 = scaled(d.cnt, 4, 16, f"{prefix}.cnt", positive=True)
-    pric_e6 = scaled(d.pric, 6, 16, f"{prefix}.pric", positive=False)
+    # numeric(16,4) and numeric(16,6) columns: below 10^12 and 10^10 respectively.
+    cnt_e4 = scaled_int(d.cnt, 4, f"{prefix}.cnt", limit=10**16 - 1)
+    if cnt_e4 == 0:
+        raise MoneyError(f"{prefix}.cnt", "must be greater than zero")
+    pric_e6 = scaled_int(d.pric, 6, f"{prefix}.pric", limit=10**16 - 1)
     wire_datetime(d.fee_ocur_time, f"{prefix}.fee_ocur_time")
     return FeeLine(
         feedetl_sn=d.feedetl_sn,
