@@ -242,12 +242,14 @@ async def _authenticated(
     if env.fixmedins_code != terminal["fixmedins_code"]:
         code = ResultCode.institution_mismatch
         msg = f"fixmedins_code: {env.fixmedins_code} is not this terminal's institution"
-        return (*_reply(code, env_region=region, received=received, err_msg=msg), code, env.infno)
+        label = env.infno if env.infno in endpoint.registry else "unknown"
+        return (*_reply(code, env_region=region, received=received, err_msg=msg), code, label)
     spec = endpoint.registry.get(env.infno)
     if spec is None:
         code = ResultCode.infno_unknown
         msg = f"infno: {env.infno} is not a known transaction"
-        return (*_reply(code, env_region=region, received=received, err_msg=msg), code, env.infno)
+        # "unknown" as the metric label: a client must not be able to mint label values.
+        return (*_reply(code, env_region=region, received=received, err_msg=msg), code, "unknown")
     ctx_terminal = Terminal(terminal["terminal_id"], terminal["fixmedins_code"])
     digest = hashlib.sha256(body).digest()
     for attempt in range(1, constants.TX_DB_RETRIES_MAX + 1):
