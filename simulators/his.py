@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from simulators.population import Institution, Population, terminal_key
+from terminals.checks import identity_failures
 from terminals.client import Client, Credentials, yuan
 from terminals.messages import setl
 
@@ -47,32 +48,6 @@ class Stats:
 
 def _fen(value: decimal.Decimal) -> int:
     return int((value * 100).to_integral_value())
-
-
-def check_identities(info: setl.SetlInfo) -> bool:
-    """DOMAIN.md §2.8 identities, to the fen, on an answer as the HIS receives it."""
-    f = {
-        name: _fen(getattr(info, name))
-        for name in info.__struct_fields__
-        if isinstance(getattr(info, name), decimal.Decimal)
-    }
-    funds = (
-        "hifp_pay",
-        "cvlserv_pay",
-        "hifes_pay",
-        "hifmi_pay",
-        "hifob_pay",
-        "hifdm_pay",
-        "maf_pay",
-        "oth_pay",
-    )
-    return (
-        f["medfee_sumamt"]
-        == f["fulamt_ownpay_amt"] + f["overlmt_selfpay"] + f["preselfpay_amt"] + f["inscp_scp_amt"]
-        and f["fund_pay_sumamt"] == sum(f[x] for x in funds)
-        and f["psn_part_amt"] == f["medfee_sumamt"] - f["fund_pay_sumamt"] - f["hosp_part_amt"]
-        and f["psn_part_amt"] == f["acct_pay"] + f["acct_mulaid_pay"] + f["psn_cash_pay"]
-    )
 
 
 class Hospital:
@@ -212,7 +187,7 @@ class HisSimulator:
         s = self.stats
         s.visits += 1
         s.settlements += 1
-        if not check_identities(out.setlinfo):
+        if identity_failures(out.setlinfo):
             s.identity_failures += 1
         if self.rng.random() < self.cancel_share:
             setl_id = out.setlinfo.setl_id or ""

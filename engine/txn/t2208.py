@@ -6,6 +6,7 @@ once: the settlement row is locked and its state checked, and the ledger's uniqu
 
 from __future__ import annotations
 
+import decimal
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,12 +32,11 @@ from settlement.money import fen_to_yuan
 from terminals.messages import setl, tx2208
 from terminals.results import ResultCode
 
+# Every amount of setlinfo but the balance is shown negated in a cancellation.
 _MONEY_FIELDS = tuple(
-    name
-    for name, kind in zip(
-        setl.SetlInfo.__struct_fields__, setl.SetlInfo.__annotations__.values(), strict=True
-    )
-    if "Decimal" in str(kind) and name != "balc"
+    f.name
+    for f in msgspec.structs.fields(setl.SetlInfo)
+    if f.type is decimal.Decimal and f.name != "balc"
 )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulators.population import Person
+from terminals.checks import identity_failures
 from terminals.client import Client, yuan
 from terminals.messages import setl
 
@@ -101,27 +102,7 @@ def fen(value: decimal.Decimal) -> int:
 
 
 def assert_identities(info: setl.SetlInfo) -> None:
-    f = {
-        n: fen(getattr(info, n))
-        for n in info.__struct_fields__
-        if isinstance(getattr(info, n), decimal.Decimal)
-    }
-    assert f["medfee_sumamt"] == (
-        f["fulamt_ownpay_amt"] + f["overlmt_selfpay"] + f["preselfpay_amt"] + f["inscp_scp_amt"]
-    )
-    funds = (
-        "hifp_pay",
-        "cvlserv_pay",
-        "hifes_pay",
-        "hifmi_pay",
-        "hifob_pay",
-        "hifdm_pay",
-        "maf_pay",
-        "oth_pay",
-    )
-    assert f["fund_pay_sumamt"] == sum(f[x] for x in funds)
-    assert f["psn_part_amt"] == f["medfee_sumamt"] - f["fund_pay_sumamt"] - f["hosp_part_amt"]
-    assert f["psn_part_amt"] == f["acct_pay"] + f["acct_mulaid_pay"] + f["psn_cash_pay"]
+    assert identity_failures(info) == []
 
 
 def valid_line(visit: Visit) -> dict[str, Any]:
