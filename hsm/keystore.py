@@ -1,0 +1,224 @@
+"""The software backend's key file: every key of the soft HSM, encrypted and
+authenticated under a local master key, so that key material is never on disk in
+clear and a tampered or foreign file is refused before any key is used.
+
+File format (JSON, one object):
+
+    {"format": "yikatong-keyfile/1", "nonce": <b64 12 bytes>, "ciphertext": <b64>}
+
+`ciphertext` is AES-256-GCM under the 32-byte master key with the format string as
+associated data; the plaintext is the JSON list of entries (label, version, type,
+usage, key material, check value). The master key comes from the environment
+(`YIKATONG_HSM_MASTER_KEY`, 64 hex digits) or from a file holding the same. Writes go
+to a temporary file that replaces the old one atomically (mode 0600).
+
+Entries' `repr` never shows key material (STYLE.md §10); only the backend that holds
+the store reads `material`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+FORMAT = "yikatong-keyfile/1"
+MASTER_KEY_ENV = "YIKATONG_HSM_MASTER_KEY"
+MASTER_KEY_BYTES = 32
+LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class KeyStoreError(Exception):
+    """The key file or master key cannot be used; the message says why, never a key."""
+
+
+class KeyType(enum.StrEnum):
+    tdes2 = "TDES2"  # double-length 3DES, 16 bytes
+    tdes3 = "TDES3"  # triple-length 3DES, 24 bytes
+    aes128 = "AES128"
+    aes256 = "AES256"
+    sm4 = "SM4"  # 16 bytes
+    hmac = "HMAC"  # HMAC-SHA256 secret, 32 bytes
+    ec_p256 = "EC-P256"  # PKCS#8 DER private key
+
+    def material_lengths(self) -> tuple[int, ...]:
+        return _LENGTHS[self]
+
+
+_LENGTHS: dict[KeyType, tuple[int, ...]] = {
+    KeyType.tdes2: (16,),
+    KeyType.tdes3: (24,),
+    KeyType.aes128: (16,),
+    KeyType.aes256: (32,),
+    KeyType.sm4: (16,),
+    KeyType.hmac: (32,),
+    KeyType.ec_p256: (),  # variable-length DER
+}
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    label: str
+    version: int
+    key_type: KeyType
+    usage: str
+    check_value: str
+    material: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not LABEL_RE.match(self.label):
+            raise KeyStoreError(f"key label {self.label!r} must match {LABEL_RE.pattern}")
+        if self.version < 1:
+            raise KeyStoreError(f"key {self.label}: version must be >= 1")
+        lengths = self.key_type.material_lengths()
+        if lengths and len(self.material) not in lengths:
+            raise KeyStoreError(
+                f"key {self.label} v{self.version}: {self.key_type} needs {lengths} bytes,"
+                f" got {len(self.material)}"
+            )
+
+
+def parse_master_key(text: str, source: str) -> bytes:
+    try:
+        key = binascii.unhexlify(text.strip())
+    except (binascii.Error, ValueError):
+        raise KeyStoreError(f"master key from {source} is not hexadecimal") from None
+    if len(key) != MASTER_KEY_BYTES:
+        raise KeyStoreError(
+            f"master key from {source} must be {MASTER_KEY_BYTES} bytes (64 hex digits)"
+        )
+    return key
+
+
+def load_master_key(env: Mapping[str, str], path: Path | None = None) -> bytes:
+    """The master key from `path` if given, else from YIKATONG_HSM_MASTER_KEY."""
+    if path is not None:
+        try:
+            return parse_master_key(path.read_text(), str(path))
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read master key file {path}: {exc.strerror}") from exc
+    if MASTER_KEY_ENV not in env:
+        raise KeyStoreError(f"no master key: set {MASTER_KEY_ENV} or configure a master key file")
+    return parse_master_key(env[MASTER_KEY_ENV], MASTER_KEY_ENV)
+
+
+def new_master_key_hex() -> str:
+    return secrets.token_bytes(MASTER_KEY_BYTES).hex()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise KeyStoreError(f"key file: {what} is not a string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyStoreError(f"key file: {what} is not base64") from None
+
+
+class KeyStore:
+    """Keys by (label, version), loaded from and saved to an encrypted file."""
+
+    def __init__(self, entries: Iterable[KeyEntry] = ()) -> None:
+        self._entries: dict[tuple[str, int], KeyEntry] = {}
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: KeyEntry) -> None:
+        key = (entry.label, entry.version)
+        if key in self._entries:
+            raise KeyStoreError(f"key {entry.label} v{entry.version} exists already")
+        self._entries[key] = entry
+
+    def get(self, label: str, version: int | None = None) -> KeyEntry:
+        """The given version, or the highest version of `label` when None."""
+        if version is None:
+            versions = [v for (lbl, v) in self._entries if lbl == label]
+            if not versions:
+                raise KeyStoreError(f"no key labelled {label!r}")
+            version = max(versions)
+        try:
+            return self._entries[(label, version)]
+        except KeyError:
+            raise KeyStoreError(f"no key {label!r} version {version}") from None
+
+    def entries(self) -> list[KeyEntry]:
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    # -- the file ------------------------------------------------------------------------
+
+    def save(self, path: Path, master_key: bytes) -> None:
+        plaintext = json.dumps(
+            [
+                {
+                    "label": e.label,
+                    "version": e.version,
+                    "type": e.key_type.value,
+                    "usage": e.usage,
+                    "check_value": e.check_value,
+                    "material": _b64(e.material),
+                }
+                for e in self.entries()
+            ]
+        ).encode()
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(master_key).encrypt(nonce, plaintext, FORMAT.encode())
+        document = json.dumps({"format": FORMAT, "nonce": _b64(nonce), "ciphertext": _b64(sealed)})
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(document)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, master_key: bytes) -> KeyStore:
+        try:
+            document = json.loads(path.read_bytes())
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read key file {path}: {exc.strerror}") from exc
+        except ValueError:
+            raise KeyStoreError(f"key file {path} is not JSON") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise KeyStoreError(f"key file {path} is not a {FORMAT} file")
+        nonce = _unb64(document.get("nonce"), "nonce")
+        sealed = _unb64(document.get("ciphertext"), "ciphertext")
+        if len(nonce) != 12:
+            raise KeyStoreError("key file: nonce must be 12 bytes")
+        try:
+            plaintext = AESGCM(master_key).decrypt(nonce, sealed, FORMAT.encode())
+        except InvalidTag:
+            raise KeyStoreError(
+                f"cannot authenticate key file {path}: wrong master key or the file was altered"
+            ) from None
+        try:
+            rows = json.loads(plaintext)
+            return cls(
+                KeyEntry(
+                    label=row["label"],
+                    version=int(row["version"]),
+                    key_type=KeyType(row["type"]),
+                    usage=str(row["usage"]),
+                    check_value=str(row["check_value"]),
+                    material=_unb64(row["material"], f"material of {row['label']}"),
+                )
+                for row in rows
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyStoreError(
+                f"key file {path}: malformed entry ({type(exc).__name__})"
+            ) from None
