@@ -14,10 +14,12 @@ stable `ResultCode`), `AuthenticationError` (401), `RequestRejected` (400),
 Unknown outcomes (DOMAIN.md §2.9): when a state-changing call times out or the
 connection drops, the engine may or may not have committed it. The client never
 re-sends a settlement under a new msgid. A financial call (2207, 2208) raises
-`OutcomeUnknown`, which carries the original msgid and body; `resend(exc)` sends the
-identical request again — the engine answers an identical repeat with the stored
-answer if the original committed, and processes it once if not. Other state-changing
-calls are re-sent once that way automatically.
+`OutcomeUnknown`, which carries the original msgid and body, and the caller chooses:
+`reverse(exc)` sends 2601 to undo it (the national remedy; a committed settlement is
+cancelled, one that never arrived is tombstoned), or `resend(exc)` sends the identical
+request again — answered from the engine's idempotency record if the original
+committed, processed once if not. Other state-changing calls are re-sent once that
+way automatically.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from terminals.messages import (
     tx2206,
     tx2207,
     tx2208,
+    tx2601,
     tx9001,
     tx9002,
 )
@@ -245,6 +248,21 @@ class Client:
         msgid = await self.msgids.next()
         body = self.envelope(infno, msgid, input_obj, insuplc_admdvs)
         return await self._send(infno, msgid, body, output_type, state_changing, retries=1)
+
+    async def reverse(self, unknown: OutcomeUnknown) -> tx2601.Output:
+        """2601: undo the request whose answer was lost (DOMAIN.md §2.9). Safe whatever
+        happened: a committed original is undone, an original that never arrived is
+        refused if it arrives later, and a second reversal answers already_reversed.
+        If the reversal itself times out, call reverse() again."""
+        original = msgspec.json.decode(unknown.body)
+        data = {
+            "psn_no": original["input"]["data"]["psn_no"],
+            "omsgid": unknown.msgid,
+            "oinfno": unknown.infno,
+        }
+        return await self.call(
+            "2601", {"data": data}, tx2601.Output, insuplc_admdvs=original["insuplc_admdvs"]
+        )
 
     async def resend(self, unknown: OutcomeUnknown, output_type: type[T]) -> T:
         """Send the identical request of an unknown outcome again (same msgid, same body)."""

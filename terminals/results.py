@@ -36,6 +36,7 @@ class ResultCode(enum.IntEnum):
     operator_unknown = 1114
 
     msgid_reused_with_different_body = 1201
+    msgid_reversed = 1202
 
     person_not_found = 2001
     person_region_mismatch = 2002
@@ -59,6 +60,8 @@ class ResultCode(enum.IntEnum):
     settlement_already_cancelled = 4003
     visit_already_settled = 4004
     settlement_visit_mismatch = 4005
+    reversal_not_supported = 4101
+    reversal_person_mismatch = 4102
 
     database_unavailable = 9001
     overloaded = 9002

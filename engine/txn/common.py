@@ -124,11 +124,17 @@ class ClaimMsgid(Participant):
         if claimed:
             return None
         row = await ctx.conn.fetchrow(
-            "SELECT body_sha256, answer FROM tx_log WHERE fixmedins_code = $1 AND msgid = $2",
+            "SELECT body_sha256, answer, reversed_by_msgid FROM tx_log"
+            " WHERE fixmedins_code = $1 AND msgid = $2",
             env.fixmedins_code,
             env.msgid,
             timeout=ctx.services.command_timeout_s,
         )
+        if row is not None and row["reversed_by_msgid"] is not None:
+            return ctx.refuse(
+                ResultCode.msgid_reversed,
+                f"msgid: {env.msgid} was reversed by 2601 {row['reversed_by_msgid']}",
+            )
         if row is None or row["body_sha256"] != ctx.body_sha256 or row["answer"] is None:
             return ctx.refuse(
                 ResultCode.msgid_reused_with_different_body,

@@ -31,13 +31,27 @@ def build_registry() -> dict[str, TxSpec]:
         t2206,
         t2207,
         t2208,
+        t2601,
         t9001,
         t9002,
     )
 
     specs = [
         m.SPEC
-        for m in (t9001, t9002, t1101, t2201, t2202, t2203, t2204, t2205, t2206, t2207, t2208)
+        for m in (
+            t9001,
+            t9002,
+            t1101,
+            t2201,
+            t2202,
+            t2203,
+            t2204,
+            t2205,
+            t2206,
+            t2207,
+            t2208,
+            t2601,
+        )
     ]
     registry = {spec.infno: spec for spec in specs}
     if len(registry) != len(specs):

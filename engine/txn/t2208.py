@@ -1,178 +1,33 @@
-"""2208 cancel settlement: posts the exact negation of the settlement's journal entry,
-returns the personal-account money, takes the settlement back out of the accumulators
-and frees its fee details (for 2205 or a new 2207). A settlement is cancelled at most
-once: the settlement row is locked and its state checked, and the ledger's unique
-(setl_id, kind) index refuses a second cancel entry."""
+"""2208 cancel settlement by its setl_id (engine.txn.cancel does the work): returns
+the settlement's answer with every amount negated and the balance after the refund."""
 
 from __future__ import annotations
 
-import decimal
-from dataclasses import dataclass
 from typing import ClassVar
 
-import asyncpg
-import msgspec
-
-from engine.txn.common import (
-    ClaimMsgid,
-    DecodeInput,
-    RequireInsuredRegion,
-    RequireSignIn,
-    check_person_region,
-    fetch_person,
-    fetch_visit,
-)
+from engine.txn.cancel import CancelData, lock_for_cancel, post_cancellation
+from engine.txn.common import ClaimMsgid, DecodeInput, RequireInsuredRegion, RequireSignIn
 from engine.txn.context import TxContext
 from engine.txn.pipeline import Participant
 from engine.txn.registry import TxSpec
-from engine.txn.t2207 import apply_person_changes
-from settlement import ledger
-from settlement.adjudication import Accumulators
-from settlement.money import fen_to_yuan
-from terminals.messages import setl, tx2208
+from terminals.messages import tx2208
 from terminals.results import ResultCode
 
-# Every amount of setlinfo but the balance is shown negated in a cancellation.
-_MONEY_FIELDS = tuple(
-    f.name
-    for f in msgspec.structs.fields(setl.SetlInfo)
-    if f.type is decimal.Decimal and f.name != "balc"
-)
 
-
-@dataclass(frozen=True)
-class CancelData:
-    settlement: asyncpg.Record
-    person: asyncpg.Record
-    accumulators: asyncpg.Record
-
-
-class PrepareCancel(Participant):
-    name: ClassVar[str] = "prepare_cancel"
+class CancelSettlement(Participant):
+    name: ClassVar[str] = "cancel_settlement"
 
     async def prepare(self, ctx: TxContext) -> ResultCode | None:
         data: tx2208.Data = ctx.input.data
-        timeout_s = ctx.services.command_timeout_s
-        # Lock order as in 2207: visit, (settlement), person, accumulators.
-        visit = await fetch_visit(ctx, data.mdtrt_id, lock=True)
-        if visit is None or visit["fixmedins_code"] != ctx.envelope.fixmedins_code:
-            return ctx.refuse(
-                ResultCode.visit_not_found, f"input.data.mdtrt_id: {data.mdtrt_id} not found"
-            )
-        st = await ctx.conn.fetchrow(
-            "SELECT * FROM settlements WHERE setl_id = $1 FOR UPDATE",
-            data.setl_id,
-            timeout=timeout_s,
-        )
-        if st is None or st["fixmedins_code"] != ctx.envelope.fixmedins_code:
-            return ctx.refuse(
-                ResultCode.settlement_not_found, f"input.data.setl_id: {data.setl_id} not found"
-            )
-        if st["mdtrt_id"] != data.mdtrt_id or st["psn_no"] != data.psn_no:
-            return ctx.refuse(
-                ResultCode.settlement_visit_mismatch,
-                f"input.data.setl_id: {data.setl_id} does not belong to this visit and person",
-            )
-        if st["state"] == "cancelled":
-            return ctx.refuse(
-                ResultCode.settlement_already_cancelled,
-                f"input.data.setl_id: {data.setl_id} was already cancelled",
-            )
-        person = await fetch_person(ctx, data.psn_no, lock=True)
-        assert person is not None  # settlements reference persons
-        refused = check_person_region(ctx, person)
-        if refused is not None:
-            return refused
-        acc = await ctx.conn.fetchrow(
-            "SELECT * FROM person_accumulators WHERE psn_no = $1 AND year = $2 FOR UPDATE",
-            data.psn_no,
-            st["year"],
-            timeout=timeout_s,
-        )
-        assert acc is not None  # a settlement always opened its year's accumulators
-        ctx.data = CancelData(st, person, acc)
+        locked = await lock_for_cancel(ctx, data.setl_id, data.mdtrt_id, data.psn_no, "input.data")
+        if isinstance(locked, ResultCode):
+            return locked
+        ctx.data = locked
         return None
 
     async def commit(self, ctx: TxContext) -> None:
         cd: CancelData = ctx.data
-        st, env = cd.settlement, ctx.envelope
-        conn, timeout_s = ctx.conn, ctx.services.command_timeout_s
-        entry_id = await conn.fetchval(
-            "INSERT INTO journal_entries (kind, insuplc_admdvs, setl_id, fixmedins_code, msgid)"
-            " VALUES ('cancel', $1, $2, $3, $4) RETURNING entry_id",
-            st["insuplc_admdvs"],
-            st["setl_id"],
-            env.fixmedins_code,
-            env.msgid,
-            timeout=timeout_s,
-        )
-        original = await conn.fetch(
-            "SELECT account, amount_fen FROM postings WHERE entry_id = $1",
-            st["entry_id"],
-            timeout=timeout_s,
-        )
-        undo = ledger.negated(ledger.Posting(r["account"], r["amount_fen"]) for r in original)
-        await conn.executemany(
-            "INSERT INTO postings (entry_id, account, amount_fen) VALUES ($1, $2, $3)",
-            [(entry_id, x.account, x.amount_fen) for x in undo],
-            timeout=timeout_s,
-        )
-        await conn.execute(
-            "UPDATE settlements SET state = 'cancelled', cancel_entry_id = $2, cancel_msgid = $3,"
-            " cancelled_at = $4 WHERE setl_id = $1",
-            st["setl_id"],
-            entry_id,
-            env.msgid,
-            ctx.now,
-            timeout=timeout_s,
-        )
-        await conn.execute(
-            "UPDATE fee_details SET setl_id = NULL WHERE setl_id = $1",
-            st["setl_id"],
-            timeout=timeout_s,
-        )
-        acc = cd.accumulators
-        balance_before = cd.person["acct_balance_fen"]
-        balance_after = balance_before + st["acct_pay_fen"]
-        await apply_person_changes(
-            ctx,
-            st["psn_no"],
-            balance_before,
-            balance_after,
-            Accumulators(
-                year=st["year"],
-                deductible_used_fen=acc["deductible_used_fen"] - st["act_pay_dedc_fen"],
-                # Every 22xx settlement is an outpatient (or pharmacy) benefit.
-                outpatient_fund_paid_fen=acc["outpatient_fund_paid_fen"] - st["hifp_pay_fen"],
-                fund_paid_fen=acc["fund_paid_fen"] - st["hifp_pay_fen"],
-            ),
-        )
-        ctx.output = cancel_output(ctx, st, balance_after)
-        ctx.money_moved = (
-            "cancel",
-            st["fund_pay_sumamt_fen"],
-            st["acct_pay_fen"],
-            st["psn_cash_pay_fen"],
-        )
-
-
-def cancel_output(ctx: TxContext, st: asyncpg.Record, balance_after_fen: int) -> setl.Output:
-    """The settlement's own answer with every amount negated (a refund), this
-    cancellation's time and msgid, and the balance after the refund."""
-    original = msgspec.json.decode(st["answer"].encode(), type=setl.Output)
-    negated = {name: 0 - getattr(original.setlinfo, name) for name in _MONEY_FIELDS}
-    info = msgspec.structs.replace(
-        original.setlinfo,
-        **negated,
-        balc=fen_to_yuan(balance_after_fen),
-        setl_time=f"{ctx.now:%Y-%m-%d %H:%M:%S}",
-        medins_setl_id=ctx.envelope.msgid,
-    )
-    details = [
-        msgspec.structs.replace(d, inscp_scp_amt=0 - d.inscp_scp_amt, fund_payamt=0 - d.fund_payamt)
-        for d in original.setldetail
-    ]
-    return setl.Output(setlinfo=info, setldetail=details)
+        await post_cancellation(ctx, cd)
 
 
 SPEC = TxSpec(
@@ -185,7 +40,7 @@ SPEC = TxSpec(
         RequireSignIn(),
         RequireInsuredRegion(),
         ClaimMsgid(),
-        PrepareCancel(),
+        CancelSettlement(),
     ),
     mutating=True,
 )

@@ -1,0 +1,40 @@
+"""2601 冲正交易 reversal of a request whose outcome is unknown, by its msgid
+(DOMAIN.md §2.9). yikatong reverses 2207 settlements so far; the national list also
+names 2102, 2103, 2208, 2304, 2305 and 2401. Reversal is idempotent: reversing twice
+answers `already_reversed`; reversing a msgid that never arrived leaves a tombstone so
+that the late original is refused."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from terminals import fields as f
+from terminals.messages.base import In, Out
+
+INFNO = "2601"
+NAME = "reversal"
+REVERSIBLE = frozenset({"2207"})
+NATIONALLY_REVERSIBLE = frozenset({"2102", "2103", "2207", "2208", "2304", "2305", "2401"})
+
+
+class Data(In, frozen=True, kw_only=True):
+    psn_no: f.Id30
+    omsgid: f.MsgId
+    oinfno: f.Code10
+
+
+class Input(In, frozen=True, kw_only=True):
+    data: Data
+
+
+class ReversalOut(Out, frozen=True, kw_only=True):
+    omsgid: str
+    oinfno: str
+    # reversed: the original's effect was undone now; already_reversed: by an earlier
+    # 2601; tombstoned: the original never arrived and will be refused if it does.
+    rslt: Literal["reversed", "already_reversed", "tombstoned"]
+    setl_id: str | None
+
+
+class Output(Out, frozen=True, kw_only=True):
+    data: ReversalOut
