@@ -3,7 +3,7 @@
     yikatong serve [--config FILE] [--host H] [--port P]
     yikatong db migrate [--config FILE]
     yikatong db status [--config FILE]
-    yikatong ledger check [--config FILE]
+    yikatong ledger check|seal|verify [--config FILE]
     yikatong config show [--config FILE]
     yikatong seed ... / sim ...   (added by the simulators package, if installed)
 
@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(
         ledger_commands.add_parser(
             "check", help="verify every ledger invariant; exit 1 on any violation"
+        )
+    )
+    with_config(ledger_commands.add_parser("seal", help="seal finished journal entries now"))
+    with_config(
+        ledger_commands.add_parser(
+            "verify", help="replay the per-region hash chains; exit 1 if history changed"
         )
     )
 
@@ -199,6 +205,37 @@ class LedgerViolation(Exception):
     pass
 
 
+async def _ledger_seal(cfg: Config) -> None:
+    from engine.ledger_seal import seal
+
+    async with database_dsn(cfg) as dsn:
+        conn = await _connect(dsn, cfg)
+        try:
+            total = 0
+            while count := await seal(conn, batch_max=cfg.ledger.seal_batch_max, timeout_s=300):
+                total += count
+        finally:
+            await conn.close()
+    print(f"sealed {total} journal entries")
+
+
+async def _ledger_verify(cfg: Config) -> None:
+    from engine.ledger_seal import verify
+
+    async with database_dsn(cfg) as dsn:
+        conn = await _connect(dsn, cfg)
+        try:
+            report = await verify(conn, timeout_s=300)
+        finally:
+            await conn.close()
+    print(f"sealed entries {report.sealed} in {report.regions} region chain(s)")
+    for line in report.broken:
+        print(f"BROKEN: {line}")
+    if report.broken:
+        raise LedgerViolation(f"{len(report.broken)} chain(s) broken")
+    print("hash chains intact")
+
+
 async def _serve(cfg: Config) -> None:
     from engine.server import serve  # the server's imports are only needed here
 
@@ -234,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "db":
         return _run(_db_migrate if args.db_command == "migrate" else _db_status, cfg)
     if args.command == "ledger":
-        return _run(_ledger_check, cfg)
+        action = {"check": _ledger_check, "seal": _ledger_seal, "verify": _ledger_verify}
+        return _run(action[args.ledger_command], cfg)
     plugin_main = getattr(args, "plugin_main", None)
     if plugin_main is not None:
 

@@ -74,6 +74,11 @@ class DatabaseConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             )
 
 
+class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    seal_interval_s: Seconds = 5.0
+    seal_batch_max: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+
+
 class LogConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -81,6 +86,7 @@ class LogConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
+    ledger: LedgerConfig = LedgerConfig()
     log: LogConfig = LogConfig()
 
     @property
@@ -92,6 +98,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 _SECTIONS: dict[str, type[Struct]] = {
     "server": ServerConfig,
     "database": DatabaseConfig,
+    "ledger": LedgerConfig,
     "log": LogConfig,
 }
 

@@ -11,6 +11,7 @@ runs the stop steps of whatever had started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from engine import __version__, constants
+from engine import __version__, constants, ledger_seal
 from engine.app import EngineState, build_app
 from engine.config import Config
 from engine.db import migrate
@@ -75,6 +76,25 @@ async def _record_stop(pool: asyncpg.Pool, instance_id: uuid.UUID, timeout_s: fl
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         log.warning("could not record the stop", extra={"fields": {"error": str(exc)}})
+
+
+async def _seal_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) -> None:
+    """Seal finished journal entries every `ledger.seal_interval_s` until stop; a
+    failed run (database away) is logged and retried at the next interval."""
+    while not stop.is_set():
+        try:
+            async with pool.acquire(timeout=cfg.database.acquire_timeout_s) as conn:
+                count = await ledger_seal.seal(
+                    conn,
+                    batch_max=cfg.ledger.seal_batch_max,
+                    timeout_s=cfg.database.command_timeout_s,
+                )
+            if count:
+                log.debug("sealed journal entries", extra={"fields": {"count": count}})
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("sealing the journal failed", extra={"fields": {"error": repr(exc)}})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), cfg.ledger.seal_interval_s)
 
 
 async def serve(cfg: Config) -> None:
@@ -140,7 +160,9 @@ async def _serve_with_database(cfg: Config, dsn: str, stop: asyncio.Event, start
                 }
             },
         )
+        sealer = asyncio.create_task(_seal_forever(pool, cfg, stop))
         await stop.wait()
+        await sealer
         log.info("shutting down", extra={"fields": {"grace_s": cfg.server.shutdown_grace_s}})
         state.shutting_down = True
     finally:

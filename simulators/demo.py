@@ -126,6 +126,9 @@ def main() -> int:
             print("  " + "\n  ".join(checked.stdout.strip().splitlines()))
             if checked.returncode != 0:
                 print(f"  ledger check failed (exit {checked.returncode}): {checked.stderr[-800:]}")
+            _engine_cli(env, "ledger", "seal")
+            verified = _engine_cli(env, "ledger", "verify")
+            print("  " + "\n  ".join(verified.stdout.strip().splitlines()))
             metrics = _get(base + "/metrics")[1].decode()
         except BaseException:
             proc.kill()
@@ -148,6 +151,7 @@ def main() -> int:
         code == 0
         and not leftover
         and checked.returncode == 0
+        and verified.returncode == 0
         and stats.identity_failures == 0
         and stats.settlements > 0
     )

@@ -4,11 +4,14 @@ lost answer (never a new msgid; the identical resend settles exactly once)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.ledger_seal import verify
 from engine.txn.registry import build_registry
 from terminals.client import Client, OutcomeUnknown
 from terminals.messages import setl
@@ -77,3 +80,25 @@ async def test_transactions_and_money_are_counted(deployment: Deployment, his: C
         if s.name.endswith("_total")
     }
     assert moved[("settle", "fund")] >= int(out.setlinfo.fund_pay_sumamt * 100)
+
+
+async def test_engine_seals_the_journal_in_the_background(
+    deployment: Deployment, his: Client
+) -> None:
+    """Entries written by settlements are sealed into the region's hash chain by the
+    running engine within a few intervals, and the chains verify."""
+    visit = await open_visit(his, deployment.person(), [("TJIA0001", "100.00", "1")])
+    await his.settle(visit.region, visit.settle_data())
+    deadline = asyncio.get_running_loop().time() + 15
+    while await deployment.fetchval(
+        "SELECT count(*) FROM journal_entries e WHERE NOT EXISTS"
+        " (SELECT 1 FROM journal_seals s WHERE s.entry_id = e.entry_id)"
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "journal not sealed"
+        await asyncio.sleep(0.1)
+    conn = await asyncpg.connect(deployment.dsn)
+    try:
+        report = await verify(conn, timeout_s=60)
+    finally:
+        await conn.close()
+    assert report.broken == [] and report.sealed > 0
