@@ -37,6 +37,17 @@ async def add_entry(conn: asyncpg.Connection, region: str, amount: int) -> int:
     return entry
 
 
+def ledger_verify(dsn: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "ledger", "verify"],
+        env={"PATH": "/usr/bin:/bin", "YIKATONG_DATABASE_URL": dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 async def sealed_ids(conn: asyncpg.Connection) -> set[int]:
     return {r["entry_id"] for r in await conn.fetch("SELECT entry_id FROM journal_seals")}
 
@@ -80,13 +91,6 @@ async def test_verify_names_an_entry_changed_after_sealing(fresh_dsn: str) -> No
         ]
     finally:
         await conn.close()
-    result = subprocess.run(
-        [sys.executable, "-m", "engine", "ledger", "verify"],
-        env={"PATH": "/usr/bin:/bin", "YIKATONG_DATABASE_URL": fresh_dsn},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = ledger_verify(fresh_dsn)
     assert result.returncode == 1
     assert f"BROKEN: region 510100: entry {target}" in result.stdout
