@@ -4,11 +4,13 @@
     yikatong db migrate [--config FILE]
     yikatong db status [--config FILE]
     yikatong ledger check|seal|verify [--config FILE]
+    yikatong hsm new-master-key|init|list|import|export
     yikatong config show [--config FILE]
     yikatong seed ... / sim ...   (added by the simulators package, if installed)
 
 Exit status: 0 success, 1 unexpected failure, 2 bad configuration or usage, 3 database
-unusable (unreachable, or schema newer than this build / edited migrations).
+unusable (unreachable, or schema newer than this build / edited migrations), 4 HSM or
+key file unusable (missing or wrong master key, tampered file, bad key block).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import asyncpg
 import msgspec
 import uvloop
 
-from engine import __version__, constants
+from engine import __version__, constants, hsm_cli
 from engine.config import Config, ConfigError, load_config
 from engine.db import migrate
 from engine.db.embedded import EmbeddedDatabaseError
@@ -92,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
             "verify", help="replay the per-region hash chains; exit 1 if history changed"
         )
     )
+
+    hsm_cli.add_commands(commands, with_config)
 
     for plugin in _plugins():
         plugin(commands, with_config)
@@ -270,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
         return _run(_serve, cfg)
     if args.command == "db":
         return _run(_db_migrate if args.db_command == "migrate" else _db_status, cfg)
+    if args.command == "hsm":
+        try:
+            hsm_cli.run(cfg, args)
+        except hsm_cli.HsmCommandError as exc:
+            print(f"yikatong: hsm: {exc}", file=sys.stderr)
+            return constants.EXIT_HSM
+        return 0
     if args.command == "ledger":
         action = {"check": _ledger_check, "seal": _ledger_seal, "verify": _ledger_verify}
         return _run(action[args.ledger_command], cfg)

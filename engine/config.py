@@ -23,6 +23,9 @@ from msgspec import Meta, Struct
 
 ENV_PREFIX = "YIKATONG_"
 ENV_CONFIG_FILE = "YIKATONG_CONFIG"
+# Environment variables of ours that are not configuration keys (a secret is never a
+# config value: the soft HSM's master key comes from here or hsm.master_key_file).
+ENV_NOT_CONFIG = frozenset({ENV_CONFIG_FILE, "YIKATONG_HSM_MASTER_KEY"})
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Seconds = Annotated[float, Meta(gt=0.0, le=3600.0)]
@@ -74,6 +77,12 @@ class DatabaseConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             )
 
 
+class HsmConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    backend: Literal["soft"] = "soft"
+    key_file: str = "var/hsm/keys.json"
+    master_key_file: str = ""
+
+
 class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     seal_interval_s: Seconds = 5.0
     seal_batch_max: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
@@ -87,6 +96,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     ledger: LedgerConfig = LedgerConfig()
+    hsm: HsmConfig = HsmConfig()
     log: LogConfig = LogConfig()
 
     @property
@@ -99,6 +109,7 @@ _SECTIONS: dict[str, type[Struct]] = {
     "server": ServerConfig,
     "database": DatabaseConfig,
     "ledger": LedgerConfig,
+    "hsm": HsmConfig,
     "log": LogConfig,
 }
 
@@ -132,7 +143,7 @@ def _parse_env_value(raw: str, default: object, var: str) -> object:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for var in sorted(env):
-        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG_FILE:
+        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_CONFIG:
             continue
         rest = var[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")

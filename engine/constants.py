@@ -55,6 +55,8 @@ EMBEDDED_PG_KILL_WAIT_S: Final = 5.0
 # that cannot be used (unreachable, schema newer than this build), 1 for anything else.
 EXIT_CONFIG: Final = 2
 EXIT_DATABASE: Final = 3
+# 4: the HSM or its key file cannot be used (missing or wrong master key, tampered file).
+EXIT_HSM: Final = 4
 
 # --- Settlement protocol -----------------------------------------------------------------
 # Accepted difference between a request's X-Yk-Timestamp and the engine's clock.

@@ -1,0 +1,108 @@
+"""`yikatong hsm ...`: manage the soft backend's key file.
+
+    yikatong hsm new-master-key        print a new 32-byte master key (64 hex digits)
+    yikatong hsm init [--force]        create the key file with the demo key hierarchy
+    yikatong hsm list                  labels, versions, types, usages, check values
+    yikatong hsm import --kek L --label L --version N --usage U BLOCK|-
+    yikatong hsm export --kek L --label L [--version N]   wrapped, for backup
+
+Values are never printed: listings show check values only, import and export take
+and give TR-31 / X9.143 key blocks wrapped under a key-encryption key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.config import Config
+from hsm import soft_admin
+from hsm.errors import HsmError
+from hsm.keystore import KeyStore, KeyStoreError, load_master_key, new_master_key_hex
+
+
+class HsmCommandError(Exception):
+    """The key file or the request cannot be used; the CLI exits with EXIT_HSM."""
+
+
+def add_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    hsm = commands.add_parser("hsm", help="HSM keys: init, list, import, export")
+    actions = hsm.add_subparsers(dest="hsm_command", required=True, metavar="ACTION")
+    with_config(
+        actions.add_parser("new-master-key", help="print a new master key for the soft backend")
+    )
+    init = with_config(actions.add_parser("init", help="create the key file with the demo keys"))
+    init.add_argument("--force", action="store_true", help="replace an existing key file")
+    with_config(actions.add_parser("list", help="list keys (never values)"))
+    imp = with_config(actions.add_parser("import", help="import a key from a key block"))
+    imp.add_argument("--kek", required=True, help="label of the key-encryption key")
+    imp.add_argument("--label", required=True)
+    imp.add_argument("--version", type=int, default=1)
+    imp.add_argument("--usage", required=True)
+    imp.add_argument("block", help="the key block, or - to read it from standard input")
+    exp = with_config(actions.add_parser("export", help="export a key wrapped, for backup"))
+    exp.add_argument("--kek", required=True)
+    exp.add_argument("--label", required=True)
+    exp.add_argument("--version", type=int)
+
+
+def _master(cfg: Config) -> bytes:
+    path = Path(cfg.hsm.master_key_file) if cfg.hsm.master_key_file else None
+    return load_master_key(os.environ, path)
+
+
+def run(cfg: Config, args: argparse.Namespace) -> None:
+    try:
+        _run(cfg, args)
+    except (KeyStoreError, HsmError) as exc:
+        raise HsmCommandError(str(exc)) from exc
+
+
+def _run(cfg: Config, args: argparse.Namespace) -> None:
+    if args.hsm_command == "new-master-key":
+        print(new_master_key_hex())
+        return
+    key_file = Path(cfg.hsm.key_file)
+    master = _master(cfg)
+    if args.hsm_command == "init":
+        if key_file.exists() and not args.force:
+            raise HsmCommandError(f"{key_file} exists; use --force to replace it")
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        store = KeyStore(soft_admin.demo_hierarchy())
+        store.save(key_file, master)
+        print(f"created {key_file} with {len(store.entries())} keys")
+        _print(store)
+        return
+    store = KeyStore.load(key_file, master)
+    if args.hsm_command == "list":
+        _print(store)
+    elif args.hsm_command == "import":
+        block = sys.stdin.read().strip() if args.block == "-" else args.block
+        new = soft_admin.import_key_block(
+            store,
+            kek_label=args.kek,
+            key_block=block,
+            label=args.label,
+            version=args.version,
+            usage=args.usage,
+        )
+        store.save(key_file, master)
+        print(f"imported {new.label} v{new.version} {new.key_type} KCV {new.check_value}")
+    else:
+        print(
+            soft_admin.export_key_block(
+                store, kek_label=args.kek, label=args.label, version=args.version
+            )
+        )
+
+
+def _print(store: KeyStore) -> None:
+    print(f"{'label':<22} {'v':>3} {'type':<8} {'usage':<28} kcv")
+    for e in store.entries():
+        print(f"{e.label:<22} {e.version:>3} {e.key_type.value:<8} {e.usage:<28} {e.check_value}")
