@@ -1,0 +1,82 @@
+"""HSM operation throughput per backend (run by `make bench`, not by `make test`).
+Figures go to docs/PERFORMANCE.md with the command that produced them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from hsm import cardauth, emv, mac
+from hsm.keys import hmac_key, tdes
+from hsm.keystore import KeyStore
+from hsm.protocol import KeyRef, MacAlgorithm
+from hsm.soft import SoftHsm
+from tests.hsm_conformance import ATC, CARD_SN, CDOL1, PAN, PSN, conformance_key_entries, material
+
+T = 5.0
+FACTOR, CHALLENGE = bytes(range(8)), bytes(range(8, 16))
+
+
+def run_loop(
+    benchmark: Any, make: Callable[[], Coroutine[Any, Any, object]], per_round: int = 200
+) -> None:
+    """Benchmark `per_round` sequential awaits of one operation in one event loop."""
+    loop = asyncio.new_event_loop()
+
+    async def burst() -> None:
+        for _ in range(per_round):
+            assert await make()
+
+    try:
+        benchmark.pedantic(lambda: loop.run_until_complete(burst()), rounds=20, iterations=1)
+    finally:
+        loop.close()
+    benchmark.extra_info["operations_per_round"] = per_round
+
+
+@pytest.fixture
+def soft() -> SoftHsm:
+    return SoftHsm(KeyStore(conformance_key_entries()))
+
+
+def test_soft_card_cryptogram_verify(benchmark: Any, soft: SoftHsm) -> None:
+    card_key = cardauth.derive_card_key(tdes(material("card.3des")), CARD_SN)
+    good = cardauth.internal_auth_cryptogram(card_key, FACTOR, CHALLENGE)
+    ref = KeyRef("card.3des")
+    run_loop(
+        benchmark,
+        lambda: soft.verify_card_cryptogram(ref, CARD_SN, FACTOR, CHALLENGE, good, deadline_s=T),
+    )
+
+
+def test_soft_hmac_verify(benchmark: Any, soft: SoftHsm) -> None:
+    data = b"x" * 200
+    tag = mac.hmac_sha256(hmac_key(material("mac.hmac")), data)
+    ref = KeyRef("mac.hmac")
+    run_loop(
+        benchmark, lambda: soft.mac_verify(ref, MacAlgorithm.hmac_sha256, data, tag, deadline_s=T)
+    )
+
+
+def test_soft_arqc_verify(benchmark: Any, soft: SoftHsm) -> None:
+    session = emv.derive_ac_session_key(
+        emv.derive_icc_master_key_a(tdes(material("emv.imk")), PAN, PSN), ATC
+    )
+    arqc = emv.generate_ac(session, CDOL1)
+    ref = KeyRef("emv.imk")
+    run_loop(benchmark, lambda: soft.verify_arqc(ref, PAN, PSN, ATC, CDOL1, arqc, deadline_s=T))
+
+
+def test_soft_ecdsa_verify(benchmark: Any, soft: SoftHsm) -> None:
+    loop = asyncio.new_event_loop()
+    signature = loop.run_until_complete(soft.sign(KeyRef("ecard.sign"), b"token", deadline_s=T))
+    loop.close()
+    ref = KeyRef("ecard.sign")
+    run_loop(
+        benchmark,
+        lambda: soft.verify_signature(ref, b"token", signature, deadline_s=T),
+        per_round=50,
+    )
