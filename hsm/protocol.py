@@ -88,6 +88,13 @@ class Hsm(Protocol):
         self, key: KeyRef, algorithm: MacAlgorithm, data: bytes, mac: bytes, *, deadline_s: float
     ) -> bool: ...
 
+    async def verify_terminal_mac(
+        self, master: KeyRef, terminal_id: str, message: bytes, mac: bytes, *, deadline_s: float
+    ) -> bool:
+        """HMAC-SHA256 check under the terminal's key, derived from `master` inside the
+        HSM (hsm.terminalkeys)."""
+        ...
+
     async def verify_arqc(
         self,
         issuer_master: KeyRef,

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hsm import cardauth, emv, mac, pinblock
+from hsm import cardauth, emv, mac, pinblock, terminalkeys
 from hsm.errors import DataLengthError, KeyTypeError, VerificationFailed
 from hsm.keys import Algorithm, SecretKey, aes, hmac_key, require, sm4, tdes
 from hsm.keystore import KeyEntry, KeyStore, KeyStoreError, KeyType
@@ -120,6 +120,22 @@ class SoftHsm:
         computed = await self.mac_generate(key, algorithm, data, deadline_s=deadline_s)
         try:
             mac.verify_equal(computed, presented, what=str(algorithm))
+        except VerificationFailed:
+            return False
+        return True
+
+    async def verify_terminal_mac(
+        self,
+        master: KeyRef,
+        terminal_id: str,
+        message: bytes,
+        presented: bytes,
+        *,
+        deadline_s: float,
+    ) -> bool:
+        key = terminalkeys.derive_terminal_mac_key(self._secret(master), terminal_id)
+        try:
+            mac.verify_equal(mac.hmac_sha256(key, message), presented, what="terminal MAC")
         except VerificationFailed:
             return False
         return True

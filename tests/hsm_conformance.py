@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hsm import cardauth, emv, mac, pinblock
+from hsm import cardauth, emv, mac, pinblock, terminalkeys
 from hsm.errors import KeyTypeError
 from hsm.keys import aes, hmac_key, sm4, tdes
 from hsm.keystore import KeyEntry, KeyType
@@ -36,6 +36,7 @@ TEST_KEYS: dict[str, tuple[KeyType, bytes]] = {
     "mac.hmac": (KeyType.hmac, bytes(range(32))),
     "zpk.a": (KeyType.tdes2, bytes.fromhex("0123456789ABCDEF0123456789ABCDEF")),
     "zpk.b": (KeyType.tdes2, bytes.fromhex("FEDCBA9876543210FEDCBA9876543210")),
+    "terminal.mac.master": (KeyType.aes256, bytes(range(64, 96))),
     "ecard.sign": (
         KeyType.ec_p256,
         _EC.private_bytes(
@@ -138,3 +139,21 @@ class HsmConformance:
     async def test_random(self, hsm: Hsm) -> None:
         a, b = await hsm.random_bytes(16, deadline_s=T), await hsm.random_bytes(16, deadline_s=T)
         assert len(a) == 16 and a != b
+
+
+class TerminalMacConformance:
+    """Per-terminal request signatures (hsm.terminalkeys); subclass with an `hsm`
+    fixture once the backend implements verify_terminal_mac."""
+
+    async def test_terminal_mac(self, hsm: Hsm) -> None:
+        key = terminalkeys.derive_terminal_mac_key(
+            aes(material("terminal.mac.master")), "TH51010000000"
+        )
+        message = b"POST\n/api/v1/tx\n1764380000\nnonce-nonce-nonce\n" + b"0" * 64
+        good = mac.hmac_sha256(key, message)
+        ref = KeyRef("terminal.mac.master")
+        assert await hsm.verify_terminal_mac(ref, "TH51010000000", message, good, deadline_s=T)
+        assert not await hsm.verify_terminal_mac(ref, "TH51010000001", message, good, deadline_s=T)
+        assert not await hsm.verify_terminal_mac(
+            ref, "TH51010000000", message + b"!", good, deadline_s=T
+        )
