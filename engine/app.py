@@ -25,9 +25,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine import __version__, constants, openapi
 from engine.config import Config
 from engine.db.pool import DatabaseUnavailableError, probe
+from engine.hsm_runtime import timed
 from engine.http_tx import TxEndpoint, handle_tx
 from engine.logs import request_id_var
 from engine.metrics import EngineMetrics
+from hsm.errors import HsmError
+from hsm.protocol import Hsm
 
 log = logging.getLogger("engine.http")
 
@@ -46,6 +49,7 @@ class EngineState:
     started_monotonic: float = field(default_factory=time.monotonic)
     shutting_down: bool = False
     tx: TxEndpoint | None = None
+    hsm: Hsm | None = None
 
 
 STATE = web.AppKey("state", EngineState)
@@ -151,9 +155,26 @@ async def readyz(request: web.Request) -> web.Response:
         return _unready(f"database: {exc}")
     state.metrics.db_up.set(1)
     state.metrics.db_probe_latency.observe(elapsed_s)
-    return web.json_response(
-        {"status": "ready", "checks": {"database": {"latency_ms": round(elapsed_s * 1000, 3)}}}
-    )
+    checks: dict[str, object] = {"database": {"latency_ms": round(elapsed_s * 1000, 3)}}
+    if state.hsm is not None:
+        started = time.perf_counter()
+        try:
+            deadline_s = state.config.hsm.deadline_s
+            async with asyncio.timeout(deadline_s):
+                await timed(
+                    state.metrics,
+                    state.hsm.backend,
+                    "random_bytes",
+                    state.hsm.random_bytes(8, deadline_s=deadline_s),
+                )
+        except (TimeoutError, HsmError) as exc:
+            log.warning("HSM readiness probe failed", extra={"fields": {"error": repr(exc)}})
+            return _unready(f"hsm: {type(exc).__name__}: {exc}")
+        checks["hsm"] = {
+            "backend": state.hsm.backend,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+    return web.json_response({"status": "ready", "checks": checks})
 
 
 def _unready(reason: str) -> web.Response:

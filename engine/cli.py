@@ -33,6 +33,7 @@ from engine.db import migrate
 from engine.db.embedded import EmbeddedDatabaseError
 from engine.db.lifecycle import database_dsn
 from engine.db.pool import DatabaseUnavailableError
+from engine.hsm_runtime import HsmSetupError
 from engine.logs import configure_logging
 
 log = logging.getLogger("engine.cli")
@@ -253,6 +254,10 @@ def _run(main: Callable[[Config], Coroutine[Any, Any, None]], cfg: Config) -> in
         log.error("database unusable: %s", exc)
         print(f"yikatong: database unusable: {exc}", file=sys.stderr)
         return constants.EXIT_DATABASE
+    except HsmSetupError as exc:
+        log.error("HSM unusable: %s", exc)
+        print(f"yikatong: HSM unusable: {exc}", file=sys.stderr)
+        return constants.EXIT_HSM
     except LedgerViolation as exc:
         print(f"yikatong: {exc}", file=sys.stderr)
         return 1

@@ -81,6 +81,8 @@ class HsmConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["soft"] = "soft"
     key_file: str = "var/hsm/keys.json"
     master_key_file: str = ""
+    terminal_mac_master: str = "terminal.mac.master"
+    deadline_s: Seconds = 0.5
 
 
 class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

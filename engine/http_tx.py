@@ -29,10 +29,13 @@ from aiohttp import web
 
 from engine import constants
 from engine.cache import TtlCache
+from engine.hsm_runtime import timed
 from engine.txn import pipeline
 from engine.txn.common import field_message
 from engine.txn.context import Services, Terminal, TxContext
 from engine.txn.registry import TxSpec
+from hsm.errors import HsmError
+from hsm.protocol import Hsm, KeyRef
 from terminals import signing
 from terminals.envelope import Envelope, answer
 from terminals.results import ResultCode
@@ -68,6 +71,9 @@ class TxEndpoint:
     metrics: Any  # engine.metrics.EngineMetrics (tx counters)
     nonces: Any  # engine.nonces.NonceStore
     get_pool: Any  # () -> asyncpg.Pool | None
+    hsm: Hsm
+    terminal_mac_master: KeyRef
+    hsm_deadline_s: float
     terminals: TtlCache[str, asyncpg.Record] = field(
         default_factory=lambda: TtlCache(
             constants.REFERENCE_CACHE_CAPACITY, constants.REFERENCE_CACHE_TTL_S
@@ -112,13 +118,36 @@ async def _terminal(
     row = endpoint.terminals.get(terminal_id, now_s)
     if row is None:
         row = await conn.fetchrow(
-            "SELECT terminal_id, fixmedins_code, mac_key, active FROM terminals WHERE terminal_id = $1",
+            "SELECT terminal_id, fixmedins_code, active FROM terminals WHERE terminal_id = $1",
             terminal_id,
             timeout=endpoint.services.command_timeout_s,
         )
         if row is not None:
             endpoint.terminals.put(terminal_id, row, now_s)
     return row
+
+
+async def _signature_valid(
+    endpoint: TxEndpoint, terminal_id: str, request: web.Request, body: bytes
+) -> bool:
+    """X-Yk-Signature checked inside the HSM under the terminal's derived key."""
+    h = request.headers
+    message = signing.canonical(
+        request.method, request.path, h[signing.HEADER_TIMESTAMP], h[signing.HEADER_NONCE], body
+    )
+    backend = endpoint.hsm.backend
+    return await timed(
+        endpoint.metrics,
+        backend,
+        "verify_terminal_mac",
+        endpoint.hsm.verify_terminal_mac(
+            endpoint.terminal_mac_master,
+            terminal_id,
+            message,
+            bytes.fromhex(h[signing.HEADER_SIGNATURE]),
+            deadline_s=endpoint.hsm_deadline_s,
+        ),
+    )
 
 
 def _check_headers(request: web.Request, now_s: float) -> tuple[ResultCode, str] | None:
@@ -167,6 +196,14 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
     try:
         async with pool.acquire(timeout=timeout_s) as conn:
             status, out, code, infno = await _authenticated(request, endpoint, conn, body, received)
+    except HsmError as exc:
+        # The HSM is an operating dependency: its failure is "try again", not a 500 and
+        # not a signature refusal.
+        log.error("HSM failed while checking a signature", extra={"fields": {"error": repr(exc)}})
+        code = ResultCode.hsm_unavailable
+        status, out = _reply(
+            code, status=503, received=received, err_msg="HSM unavailable; try again"
+        )
     except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
         log.warning(
             "database unavailable during transaction", extra={"fields": {"error": repr(exc)}}
@@ -200,15 +237,7 @@ async def _authenticated(
                 ResultCode.terminal_unknown,
                 f"{signing.HEADER_TERMINAL}: unknown or inactive terminal",
             )
-        elif not signing.verify(
-            bytes(terminal["mac_key"]),
-            request.method,
-            request.path,
-            h[signing.HEADER_TIMESTAMP],
-            h[signing.HEADER_NONCE],
-            body,
-            h[signing.HEADER_SIGNATURE],
-        ):
+        elif not await _signature_valid(endpoint, terminal["terminal_id"], request, body):
             bad = (ResultCode.signature_invalid, f"{signing.HEADER_SIGNATURE}: does not match")
         else:
             fresh = endpoint.nonces.check_and_remember(

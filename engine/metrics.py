@@ -113,6 +113,19 @@ class EngineMetrics:
             ["kind", "payer"],
             registry=self.registry,
         )
+        self.hsm_latency = Histogram(
+            "yikatong_hsm_op_duration_seconds",
+            "Duration of HSM operations, by operation and backend.",
+            ["op", "backend"],
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5),
+            registry=self.registry,
+        )
+        self.hsm_errors = Counter(
+            "yikatong_hsm_op_errors",
+            "HSM operations that raised, by operation, backend and error class.",
+            ["op", "backend", "error"],
+            registry=self.registry,
+        )
         build = Info("yikatong_build", "Build of the running engine.", registry=self.registry)
         build.info(
             {

@@ -28,11 +28,13 @@ from engine.config import Config
 from engine.db import migrate
 from engine.db.lifecycle import database_dsn
 from engine.db.pool import create_pool
+from engine.hsm_runtime import open_hsm
 from engine.http_tx import TxEndpoint
 from engine.metrics import EngineMetrics
 from engine.nonces import NonceStore
 from engine.txn.context import Services
 from engine.txn.registry import build_registry
+from hsm.protocol import Hsm, KeyRef
 from settlement.policy import PolicyBook
 
 log = logging.getLogger("engine.server")
@@ -108,20 +110,26 @@ async def serve(cfg: Config) -> None:
             log.info("stop requested", extra={"fields": {"signal": signal.Signals(signum).name}})
         stop.set()
 
+    hsm = open_hsm(cfg.hsm)  # before anything starts: a bad key file stops us here
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with database_dsn(cfg) as dsn:
             if stop.is_set():
                 return
-            await _serve_with_database(cfg, dsn, stop, started)
+            await _serve_with_database(cfg, dsn, stop, started, hsm)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
 
-async def _serve_with_database(cfg: Config, dsn: str, stop: asyncio.Event, started: float) -> None:
-    state = EngineState(config=cfg, metrics=EngineMetrics(lambda: state.pool))
+async def _serve_with_database(
+    cfg: Config, dsn: str, stop: asyncio.Event, started: float, hsm: Hsm
+) -> None:
+    def current_pool() -> asyncpg.Pool | None:
+        return state.pool
+
+    state = EngineState(config=cfg, metrics=EngineMetrics(current_pool), hsm=hsm)
     pool = await create_pool(dsn, cfg.database)
     instance_id = uuid.uuid4()
     timeout_s = cfg.database.command_timeout_s
@@ -139,6 +147,9 @@ async def _serve_with_database(cfg: Config, dsn: str, stop: asyncio.Event, start
             metrics=state.metrics,
             nonces=NonceStore(constants.NONCE_STORE_CAPACITY, constants.SIGNATURE_SKEW_S_MAX),
             get_pool=lambda: state.pool,
+            hsm=hsm,
+            terminal_mac_master=KeyRef(cfg.hsm.terminal_mac_master),
+            hsm_deadline_s=cfg.hsm.deadline_s,
         )
         runner = web.AppRunner(
             build_app(state),

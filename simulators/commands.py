@@ -73,6 +73,8 @@ def add_sim(
 
 
 async def _his(args: argparse.Namespace, dsn: str) -> None:
+    from simulators.keys import terminal_keys_from_env
     from simulators.report import run_his_and_report
 
-    await run_his_and_report(args.url, args.seed, args.persons, args.visits, args.concurrency)
+    keys = terminal_keys_from_env()
+    await run_his_and_report(args.url, args.seed, args.persons, args.visits, args.concurrency, keys)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulators.keys import terminal_keys_from_env
 from simulators.report import run_his_and_report
 
 SEED = 20261129
@@ -104,8 +106,17 @@ def main() -> int:
         "YIKATONG_SERVER_ACCESS_LOG": "false",
         "YIKATONG_DATABASE_EMBEDDED_DATA_DIR": str(data_dir),
         "YIKATONG_DATABASE_POOL_MAX_SIZE": "20",
+        # A fresh soft-HSM key file for this run; its master key lives only in the
+        # environment of this run's processes.
+        "YIKATONG_HSM_KEY_FILE": str(demo_dir / "hsm" / "keys.json"),
+        "YIKATONG_HSM_MASTER_KEY": secrets.token_bytes(32).hex(),
     }
     print(f"yikatong demo: new embedded database in {data_dir}; engine log: {log_path}")
+    made = _engine_cli(env, "hsm", "init")
+    if made.returncode != 0:
+        raise RuntimeError(f"hsm init failed: {made.stderr.strip()[-500:]}")
+    print(f"  soft HSM key file {env['YIKATONG_HSM_KEY_FILE']}: demo key hierarchy created")
+    terminal_keys = terminal_keys_from_env(env)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -121,7 +132,9 @@ def main() -> int:
                 raise RuntimeError(f"seed failed: {seeded.stderr.strip()[-500:]}")
             print(f"  {seeded.stdout.strip()}")
             print(f"  simulated hospitals: {visits} outpatient visits, {concurrency} at a time")
-            stats = asyncio.run(run_his_and_report(base, SEED, persons, visits, concurrency))
+            stats = asyncio.run(
+                run_his_and_report(base, SEED, persons, visits, concurrency, terminal_keys)
+            )
             checked = _engine_cli(env, "ledger", "check")
             print("  " + "\n  ".join(checked.stdout.strip().splitlines()))
             if checked.returncode != 0:

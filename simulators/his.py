@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from simulators.population import Institution, Population, terminal_key
+from simulators.population import Institution, Population
 from terminals.checks import identity_failures
 from terminals.client import Client, Credentials, yuan
 from terminals.messages import setl
@@ -61,8 +61,15 @@ class Hospital:
 
 class HisSimulator:
     def __init__(
-        self, base_url: str, pop: Population, *, seed: int, cancel_share: float = 0.1
+        self,
+        base_url: str,
+        pop: Population,
+        *,
+        seed: int,
+        terminal_keys: Callable[[str], bytes],
+        cancel_share: float = 0.1,
     ) -> None:
+        self.terminal_keys = terminal_keys
         self.base_url = base_url
         self.pop = pop
         self.rng = random.Random(seed)
@@ -83,7 +90,7 @@ class HisSimulator:
                 continue
             creds = Credentials(
                 terminal_id=inst.terminal_id,
-                mac_key=terminal_key(self.pop.seed, inst.terminal_id),
+                mac_key=self.terminal_keys(inst.terminal_id),
                 fixmedins_code=inst.fixmedins_code,
                 fixmedins_name=inst.fixmedins_name,
                 mdtrtarea_admvs=inst.admdvs,

@@ -3,8 +3,9 @@ pharmacies, in the home region and a neighbouring one), their terminals and oper
 a catalog with 甲/乙/丙 items and price ceilings, and insured persons (employees with
 personal accounts, employed and retired; residents without).
 
-The same seed always gives the same population, including terminal keys, so the HIS
-simulator can sign as any terminal without reading the database. `load()` writes it
+The same seed always gives the same population, so the HIS simulator knows every
+institution, terminal and person without reading the database. Terminal keys are not
+part of it: they are derived from the HSM's terminal MAC master (simulators.keys). `load()` writes it
 with COPY (100 000 persons in seconds) and funds the personal accounts with one
 balanced opening journal entry per insured region and scheme.
 """
@@ -12,7 +13,6 @@ balanced opening journal entry per insured region and scheme.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -44,11 +44,6 @@ def id_number(region: str, birth: dt.date, seq: int, gender: str) -> str:
     body = f"{region[:4]}04{birth:%Y%m%d}{odd_even:03d}"
     total = sum(int(c) * w for c, w in zip(body, ID_WEIGHTS, strict=True))
     return body + ID_CHECK[total % 11]
-
-
-def terminal_key(seed: int, terminal_id: str) -> bytes:
-    """The terminal's signing key, reproducible from the seed (test rigs only)."""
-    return hashlib.sha256(f"yikatong-sim/{seed}/{terminal_id}".encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -197,11 +192,8 @@ async def load(conn: asyncpg.Connection, pop: Population, *, timeout_s: float = 
         )
         await conn.copy_records_to_table(
             "terminals",
-            records=[
-                (i.terminal_id, i.fixmedins_code, terminal_key(pop.seed, i.terminal_id))
-                for i in pop.institutions
-            ],
-            columns=["terminal_id", "fixmedins_code", "mac_key"],
+            records=[(i.terminal_id, i.fixmedins_code) for i in pop.institutions],
+            columns=["terminal_id", "fixmedins_code"],
             timeout=timeout_s,
         )
         await conn.copy_records_to_table(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiohttp
 
@@ -48,10 +48,15 @@ def print_report(stats: Stats) -> None:
 
 
 async def run_his_and_report(
-    url: str, seed: int, persons: int, visits: int, concurrency: int
+    url: str,
+    seed: int,
+    persons: int,
+    visits: int,
+    concurrency: int,
+    terminal_keys: Callable[[str], bytes],
 ) -> Stats:
     pop = generate(seed, persons)
-    sim = HisSimulator(url, pop, seed=seed + 1)
+    sim = HisSimulator(url, pop, seed=seed + 1, terminal_keys=terminal_keys)
     width = 40
 
     tty = sys.stdout.isatty()

@@ -65,6 +65,7 @@ class ResultCode(enum.IntEnum):
 
     database_unavailable = 9001
     overloaded = 9002
+    hsm_unavailable = 9003
 
     @property
     def retryable(self) -> bool:

@@ -46,6 +46,22 @@ def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, dict[str, str], byt
         return exc.code, dict(exc.headers), exc.read()
 
 
+TEST_MASTER_KEY_HEX = "5A" * 32
+
+
+def hsm_env(tmp: Path) -> dict[str, str]:
+    """A soft-HSM key file with the demo hierarchy under `tmp` (made once), and the
+    environment that points the engine and the simulators at it."""
+    key_file = tmp / "hsm" / "keys.json"
+    if not key_file.exists():
+        from hsm.keystore import KeyStore
+        from hsm.soft_admin import demo_hierarchy
+
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        KeyStore(demo_hierarchy()).save(key_file, bytes.fromhex(TEST_MASTER_KEY_HEX))
+    return {"YIKATONG_HSM_KEY_FILE": str(key_file), "YIKATONG_HSM_MASTER_KEY": TEST_MASTER_KEY_HEX}
+
+
 class EngineProcess:
     """`yikatong serve` in a subprocess on a free port; stderr goes to a file."""
 
@@ -54,7 +70,7 @@ class EngineProcess:
         self.log_path = tmp / f"engine-{self.port}.log"
         self._log: IO[Any] = self.log_path.open("wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("YIKATONG_")}
-        full_env.update({"YIKATONG_SERVER_PORT": str(self.port), **env})
+        full_env.update({"YIKATONG_SERVER_PORT": str(self.port), **hsm_env(tmp), **env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve", *(args or [])],
             env=full_env,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pytest
 
 from engine.db.embedded import EmbeddedPostgres
 from engine.ledger_check import Report, check
+from simulators.keys import terminal_keys_from_env
 from simulators.population import (
     CatalogEntry,
     Institution,
@@ -21,10 +22,9 @@ from simulators.population import (
     Population,
     generate,
     load,
-    terminal_key,
 )
 from terminals.client import Client, Credentials
-from tests.support import EngineProcess
+from tests.support import EngineProcess, hsm_env
 
 SEED = 4242
 # Items with known classes and ceilings, for answers checked to the fen.
@@ -41,6 +41,7 @@ class Deployment:
     engine: EngineProcess
     dsn: str
     pop: Population
+    terminal_keys: Callable[[str], bytes]
     _next_person: int = 0
 
     def hospital(self, index: int = 0) -> Institution:
@@ -49,7 +50,7 @@ class Deployment:
     def credentials(self, inst: Institution) -> Credentials:
         return Credentials(
             terminal_id=inst.terminal_id,
-            mac_key=terminal_key(self.pop.seed, inst.terminal_id),
+            mac_key=self.terminal_keys(inst.terminal_id),
             fixmedins_code=inst.fixmedins_code,
             fixmedins_name=inst.fixmedins_name,
             mdtrtarea_admvs=inst.admdvs,
@@ -113,7 +114,8 @@ def deployment(
         pop = generate(SEED, 400, hospitals=8, pharmacies=2, items=120)
         pop.catalog.extend(KNOWN_ITEMS)
         asyncio.run(seed(pop))
-        yield Deployment(engine, dsn, pop)
+        keys = terminal_keys_from_env(hsm_env(tmp))
+        yield Deployment(engine, dsn, pop, keys)
     finally:
         assert engine.stop() == 0, engine.log_text()
 

@@ -280,3 +280,24 @@ def test_help_and_version(args: list[str]) -> None:
     result = run_cli(*args, env={})
     assert result.returncode == 0
     assert "yikatong" in result.stdout
+
+
+def test_readyz_covers_the_hsm_and_a_bad_key_file_stops_the_start(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    engine = EngineProcess(tmp_path, embedded_env(data_dir))
+    try:
+        engine.wait_ready()
+        body = json.loads(http_get(engine.url + "/readyz")[2])
+        assert body["checks"]["hsm"]["backend"] == "soft"
+        families = metric_families(engine.url)
+        ops = {s.labels["op"] for s in families["yikatong_hsm_op_duration_seconds"].samples}
+        assert "random_bytes" in ops
+    finally:
+        assert engine.stop() == 0
+    wrong = EngineProcess(tmp_path, embedded_env(data_dir, YIKATONG_HSM_MASTER_KEY="00" * 32))
+    code = wrong.proc.wait(60)
+    wrong.stop()
+    assert code == 4
+    assert "cannot authenticate key file" in wrong.log_text()
+    assert postgres_pids_for(data_dir) == []

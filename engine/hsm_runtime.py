@@ -1,0 +1,45 @@
+"""The engine's HSM: opened from the config at start (a key file that cannot be
+authenticated stops the engine with exit status 4), and every call timed and counted
+in Prometheus by operation and backend."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from engine.config import HsmConfig
+from hsm.errors import HsmError
+from hsm.keystore import KeyStore, KeyStoreError, load_master_key
+from hsm.protocol import Hsm
+from hsm.soft import SoftHsm
+
+T = TypeVar("T")
+
+
+class HsmSetupError(Exception):
+    """The configured HSM cannot be opened."""
+
+
+def open_hsm(cfg: HsmConfig) -> Hsm:
+    try:
+        master = load_master_key(
+            os.environ, Path(cfg.master_key_file) if cfg.master_key_file else None
+        )
+        return SoftHsm(KeyStore.load(Path(cfg.key_file), master))
+    except KeyStoreError as exc:
+        raise HsmSetupError(str(exc)) from exc
+
+
+async def timed(metrics: object, backend: str, op: str, call: Awaitable[T]) -> T:
+    """Await an HSM call, observing its latency and counting its errors by class."""
+    started = time.perf_counter()
+    try:
+        return await call
+    except HsmError as exc:
+        metrics.hsm_errors.labels(op, backend, type(exc).__name__).inc()  # type: ignore[attr-defined]
+        raise
+    finally:
+        metrics.hsm_latency.labels(op, backend).observe(time.perf_counter() - started)  # type: ignore[attr-defined]
