@@ -270,7 +270,7 @@ def _run(main: Callable[[Config], Coroutine[Any, Any, None]], cfg: Config) -> in
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = _apply_overrides(load_config(args.config), args)
+        cfg = _apply_overrides(load_config(getattr(args, "config", None)), args)
     except ConfigError as exc:
         print(f"yikatong: {exc}", file=sys.stderr)
         return constants.EXIT_CONFIG

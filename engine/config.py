@@ -78,9 +78,12 @@ class DatabaseConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class HsmConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    backend: Literal["soft"] = "soft"
+    backend: Literal["soft", "remote"] = "soft"
     key_file: str = "var/hsm/keys.json"
     master_key_file: str = ""
+    remote_host: str = "127.0.0.1"
+    remote_port: Port = 1500
+    remote_pool_size: Annotated[int, Meta(ge=1, le=64)] = 4
     terminal_mac_master: str = "terminal.mac.master"
     deadline_s: Seconds = 0.5
 

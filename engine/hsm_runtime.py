@@ -14,6 +14,7 @@ from engine.config import HsmConfig
 from hsm.errors import HsmError
 from hsm.keystore import KeyStore, KeyStoreError, load_master_key
 from hsm.protocol import Hsm
+from hsm.remote import RemoteHsm
 from hsm.soft import SoftHsm
 
 T = TypeVar("T")
@@ -24,6 +25,9 @@ class HsmSetupError(Exception):
 
 
 def open_hsm(cfg: HsmConfig) -> Hsm:
+    if cfg.backend == "remote":
+        # Connects on first use; /readyz tells whether the HSM answers.
+        return RemoteHsm(cfg.remote_host, cfg.remote_port, pool_size=cfg.remote_pool_size)
     try:
         master = load_master_key(
             os.environ, Path(cfg.master_key_file) if cfg.master_key_file else None

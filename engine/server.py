@@ -119,6 +119,7 @@ async def serve(cfg: Config) -> None:
                 return
             await _serve_with_database(cfg, dsn, stop, started, hsm)
     finally:
+        await hsm.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 

@@ -70,6 +70,18 @@ def add_sim(
     his.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the population's seed")
     his.add_argument("--persons", type=int, default=10_000, help="the population's size")
     his.set_defaults(plugin_main=_his, plugin_needs_database=False)
+    from simulators import hsm_server
+
+    hsm = with_config(
+        sims.add_parser(
+            "hsm",
+            help="serve the remote HSM protocol (payShield style) with the soft backend",
+            description="An HSM service for the engine's remote backend: TCP on 127.0.0.1,"
+            " keys from the soft key file, optional injected latency and failures.",
+        )
+    )
+    hsm_server.add_arguments(hsm)
+    hsm.set_defaults(plugin_main=_hsm, plugin_needs_database=False)
 
 
 async def _his(args: argparse.Namespace, dsn: str) -> None:
@@ -78,3 +90,13 @@ async def _his(args: argparse.Namespace, dsn: str) -> None:
 
     keys = terminal_keys_from_env()
     await run_his_and_report(args.url, args.seed, args.persons, args.visits, args.concurrency, keys)
+
+
+async def _hsm(args: argparse.Namespace, dsn: str) -> None:
+    from hsm.keystore import KeyStoreError
+    from simulators import hsm_server
+
+    try:
+        await hsm_server.run(args)
+    except KeyStoreError as exc:
+        raise SystemExit(f"yikatong sim hsm: key file unusable: {exc}") from None
