@@ -4,7 +4,12 @@ Figures go to docs/PERFORMANCE.md with the command that produced them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -13,8 +18,10 @@ from hsm import cardauth, emv, mac
 from hsm.keys import hmac_key, tdes
 from hsm.keystore import KeyStore
 from hsm.protocol import KeyRef, MacAlgorithm
+from hsm.remote import RemoteHsm
 from hsm.soft import SoftHsm
 from tests.hsm_conformance import ATC, CARD_SN, CDOL1, PAN, PSN, conformance_key_entries, material
+from tests.support import TEST_MASTER_KEY_HEX, free_port
 
 T = 5.0
 FACTOR, CHALLENGE = bytes(range(8)), bytes(range(8, 16))
@@ -79,4 +86,93 @@ def test_soft_ecdsa_verify(benchmark: Any, soft: SoftHsm) -> None:
         benchmark,
         lambda: soft.verify_signature(ref, b"token", signature, deadline_s=T),
         per_round=50,
+    )
+
+
+# --- remote backend: the HSM simulator in its own process, over loopback TCP ----------
+
+
+@pytest.fixture(scope="module")
+def remote_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    tmp = tmp_path_factory.mktemp("remote-bench")
+    key_file = tmp / "keys.json"
+    KeyStore(conformance_key_entries()).save(key_file, bytes.fromhex(TEST_MASTER_KEY_HEX))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulators.hsm_server",
+            "--port",
+            str(port),
+            "--key-file",
+            str(key_file),
+        ],
+        env={**os.environ, "YIKATONG_HSM_MASTER_KEY": TEST_MASTER_KEY_HEX},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def run_remote(
+    benchmark: Any,
+    port: int,
+    make: Callable[[RemoteHsm], Coroutine[Any, Any, object]],
+    concurrency: int,
+) -> None:
+    """Rounds of 200 operations, `concurrency` in flight, through a pool of as many."""
+    loop = asyncio.new_event_loop()
+    client = RemoteHsm("127.0.0.1", port, pool_size=min(concurrency, 64))
+
+    async def burst() -> None:
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                assert await make(client)
+
+        await asyncio.gather(*(worker(200 // concurrency) for _ in range(concurrency)))
+
+    try:
+        benchmark.pedantic(
+            lambda: loop.run_until_complete(burst()), rounds=10, iterations=1, warmup_rounds=1
+        )
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+    benchmark.extra_info["operations_per_round"] = 200
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_remote_card_cryptogram_verify(benchmark: Any, remote_port: int, concurrency: int) -> None:
+    card_key = cardauth.derive_card_key(tdes(material("card.3des")), CARD_SN)
+    good = cardauth.internal_auth_cryptogram(card_key, FACTOR, CHALLENGE)
+    ref = KeyRef("card.3des")
+    run_remote(
+        benchmark,
+        remote_port,
+        lambda h: h.verify_card_cryptogram(ref, CARD_SN, FACTOR, CHALLENGE, good, deadline_s=T),
+        concurrency,
+    )
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_remote_hmac_verify(benchmark: Any, remote_port: int, concurrency: int) -> None:
+    data = b"x" * 200
+    tag = mac.hmac_sha256(hmac_key(material("mac.hmac")), data)
+    ref = KeyRef("mac.hmac")
+    run_remote(
+        benchmark,
+        remote_port,
+        lambda h: h.mac_verify(ref, MacAlgorithm.hmac_sha256, data, tag, deadline_s=T),
+        concurrency,
     )
