@@ -25,7 +25,7 @@ ENV_PREFIX = "YIKATONG_"
 ENV_CONFIG_FILE = "YIKATONG_CONFIG"
 # Environment variables of ours that are not configuration keys (a secret is never a
 # config value: the soft HSM's master key comes from here or hsm.master_key_file).
-ENV_NOT_CONFIG = frozenset({ENV_CONFIG_FILE, "YIKATONG_HSM_MASTER_KEY"})
+ENV_NOT_CONFIG = frozenset({ENV_CONFIG_FILE, "YIKATONG_HSM_MASTER_KEY", "YIKATONG_HSM_PKCS11_PIN"})
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Seconds = Annotated[float, Meta(gt=0.0, le=3600.0)]
@@ -78,12 +78,16 @@ class DatabaseConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class HsmConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    backend: Literal["soft", "remote"] = "soft"
+    backend: Literal["soft", "remote", "pkcs11"] = "soft"
     key_file: str = "var/hsm/keys.json"
     master_key_file: str = ""
     remote_host: str = "127.0.0.1"
     remote_port: Port = 1500
     remote_pool_size: Annotated[int, Meta(ge=1, le=64)] = 4
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token_label: str = "yikatong"
+    pkcs11_max_waiting: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    pkcs11_allow_composed_retail_mac: bool = False
     terminal_mac_master: str = "terminal.mac.master"
     deadline_s: Seconds = 0.5
 

@@ -110,7 +110,7 @@ async def serve(cfg: Config) -> None:
             log.info("stop requested", extra={"fields": {"signal": signal.Signals(signum).name}})
         stop.set()
 
-    hsm = open_hsm(cfg.hsm)  # before anything starts: a bad key file stops us here
+    hsm = await open_hsm(cfg.hsm)  # before anything starts: a bad key file stops us here
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
