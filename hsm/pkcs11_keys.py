@@ -28,6 +28,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -73,7 +74,31 @@ def _version_of(obj: Any) -> int | None:
     return int(raw)
 
 
+# Object lookups (C_FindObjects, then C_GetAttributeValue for each candidate's CKA_ID)
+# cost far more than the operations on SoftHSM's file store, so found handles are kept
+# for HANDLE_TTL_S. Only the worker thread calls in here, so no lock is needed. Imports
+# in this process clear the cache; a key added by another process (a new version) is
+# seen within the TTL.
+HANDLE_TTL_S = 5.0
+_handles: dict[tuple[int, str, int | None, tuple[Any, ...]], tuple[float, Any]] = {}
+
+
+def forget_handles() -> None:
+    _handles.clear()
+
+
 def _find(session: Any, label: str, version: int | None, classes: tuple[Any, ...]) -> Any:
+    key = (id(session), label, version, classes)
+    now = time.monotonic()
+    hit = _handles.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    found = _find_uncached(session, label, version, classes)
+    _handles[key] = (now + HANDLE_TTL_S, found)
+    return found
+
+
+def _find_uncached(session: Any, label: str, version: int | None, classes: tuple[Any, ...]) -> Any:
     candidates: dict[int, list[Any]] = {}
     for object_class in classes:
         for obj in list(
@@ -240,6 +265,7 @@ def import_clear_key(session: Any, entry: KeyEntry, *, retail_mac: bool) -> None
     `retail_mac`: also create the K1||K1||K1 companion of a double-length 3DES key, for
     the composed ISO 9797-1 MAC 3. Only for keys that need it: every companion is a
     single-DES oracle under that key's K1."""
+    forget_handles()
     t = entry.key_type
     if t is StoreType.sm4:
         raise AlgorithmUnavailable(
