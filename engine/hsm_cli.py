@@ -1,4 +1,5 @@
-"""`yikatong hsm ...`: manage the soft backend's key file.
+"""`yikatong hsm ...`: manage the HSM's keys — the soft backend's key file, or (init and
+list) a PKCS#11 token.
 
     yikatong hsm new-master-key        print a new 32-byte master key (64 hex digits)
     yikatong hsm init [--force]        create the key file with the demo key hierarchy
@@ -13,15 +14,18 @@ and give TR-31 / X9.143 key blocks wrapped under a key-encryption key.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from engine.config import Config
+from engine.hsm_runtime import HsmSetupError, open_hsm
 from hsm import soft_admin
 from hsm.errors import HsmError
 from hsm.keystore import KeyStore, KeyStoreError, load_master_key, new_master_key_hex
+from hsm.pkcs11 import Pkcs11Hsm
 
 
 class HsmCommandError(Exception):
@@ -68,6 +72,9 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     if args.hsm_command == "new-master-key":
         print(new_master_key_hex())
         return
+    if cfg.hsm.backend != "soft":
+        asyncio.run(_run_on_hsm(cfg, args))
+        return
     key_file = Path(cfg.hsm.key_file)
     master = _master(cfg)
     if args.hsm_command == "init":
@@ -100,6 +107,37 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
                 store, kek_label=args.kek, label=args.label, version=args.version
             )
         )
+
+
+async def _run_on_hsm(cfg: Config, args: argparse.Namespace) -> None:
+    """init and list on a PKCS#11 token or a remote HSM, through the Hsm protocol."""
+    if args.hsm_command not in ("init", "list"):
+        raise HsmCommandError(
+            f"'hsm {args.hsm_command}' is implemented for the soft backend only: this"
+            f" {cfg.hsm.backend} HSM has no key-block {args.hsm_command} here, and a key is"
+            " never unwrapped or wrapped outside an HSM"
+        )
+    try:
+        hsm = await open_hsm(cfg.hsm)
+    except HsmSetupError as exc:
+        raise HsmCommandError(str(exc)) from exc
+    try:
+        deadline_s = max(cfg.hsm.deadline_s, 10.0)
+        if args.hsm_command == "init":
+            if not isinstance(hsm, Pkcs11Hsm):
+                raise HsmCommandError("'hsm init' on a remote HSM: initialise it on its own side")
+            existing = await hsm.list_keys(deadline_s=deadline_s)
+            if existing and not args.force:
+                raise HsmCommandError(f"the token holds {len(existing)} keys already; use --force")
+            # The demo hierarchy is generated here and created on the token as sensitive,
+            # non-extractable objects: a demo, not a key ceremony.
+            refused = await hsm.import_test_keys(soft_admin.demo_hierarchy(), deadline_s=deadline_s)
+            for label, refusal in refused.items():
+                print(f"not created: {label}: {refusal}")
+        for k in await hsm.list_keys(deadline_s=deadline_s):
+            print(f"{k.label:<22} {k.version:>3} {k.key_type:<8} {k.usage:<28} {k.check_value}")
+    finally:
+        await hsm.close()
 
 
 def _print(store: KeyStore) -> None:

@@ -122,3 +122,53 @@ def test_engine_checks_signatures_inside_a_pkcs11_token(
     assert code == 4
     assert "user PIN refused" in wrong.log_text()
     assert postgres_pids_for(data_dir) == []
+
+
+def test_hsm_init_and_list_on_a_token(tmp_path: Path) -> None:
+    root = tmp_path / "softhsm"
+    (root / "tokens").mkdir(parents=True)
+    conf = root / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SOFTHSM2_CONF": str(conf),
+        "YIKATONG_HSM_BACKEND": "pkcs11",
+        "YIKATONG_HSM_PKCS11_PIN": PIN,
+    }
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "yikatong",
+            "--pin",
+            PIN,
+            "--so-pin",
+            "13579135",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+
+    def hsm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "hsm", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    made = hsm("init")
+    assert made.returncode == 0, made.stderr
+    assert "not created: card.int.sm4" in made.stdout  # SoftHSM2 has no SM4
+    listed = hsm("list")
+    assert listed.returncode == 0 and "terminal.mac.master" in listed.stdout
+    assert hsm("init").returncode == 4  # keys there already
+    refused = hsm("import", "--kek", "kek.import", "--label", "x", "--usage", "u", "B0000")
+    assert refused.returncode == 4 and "soft backend only" in refused.stderr
