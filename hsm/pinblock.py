@@ -162,3 +162,24 @@ def decrypt_format4(key: SecretKey, block: bytes, pan: str) -> str:
     intermediate = decrypt_ecb(key, block)
     pin_field = decrypt_ecb(key, _xor(intermediate, format4_pan_field(pan)))
     return _decode_pin_field(pin_field[:8].hex().upper(), "4", "A")
+
+
+def translate_format4(block: bytes, from_key: SecretKey, to_key: SecretKey, *, pan: str) -> bytes:
+    """Re-encipher a format 4 block from `from_key` to `to_key` (both AES).
+
+    The plaintext PIN field (PIN and the original random fill) is recovered and fully
+    validated for `pan` first, then enciphered under `to_key`; an invalid block is
+    refused with `PinBlockError` and nothing is enciphered under `to_key`."""
+    _require_aes(from_key, "format 4 PIN translation (source key)")
+    _require_aes(to_key, "format 4 PIN translation (destination key)")
+    block = _check_block(block, 16, "enciphered format 4 PIN block")
+    pan_field = format4_pan_field(pan)
+    pin_field = decrypt_ecb(from_key, _xor(decrypt_ecb(from_key, block), pan_field))
+    _decode_pin_field(pin_field[:8].hex().upper(), "4", "A")  # validation only
+    return encrypt_ecb(to_key, _xor(encrypt_ecb(to_key, pin_field), pan_field))
+
+
+def decode_format4_field(pin_field: bytes) -> str:
+    """The PIN in a clear 16-byte format 4 PIN field, after validating it."""
+    pin_field = _check_block(pin_field, 16, "format 4 PIN field")
+    return _decode_pin_field(pin_field[:8].hex().upper(), "4", "A")

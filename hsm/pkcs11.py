@@ -302,6 +302,53 @@ class Pkcs11Hsm:
             deadline_s,
         )
 
+    async def arpc_method_2(
+        self,
+        issuer_master: KeyRef,
+        pan: str,
+        psn: str,
+        atc: bytes,
+        arqc: bytes,
+        csu: bytes,
+        proprietary_data: bytes,
+        *,
+        deadline_s: float,
+    ) -> bytes:
+        self._require_composed_retail_mac(f"ARPC method 2 with key {issuer_master}")
+        return await self._emv(
+            issuer_master,
+            "ICC master key derivation",
+            lambda imk: derive.arpc_method_2(imk, pan, psn, atc, arqc, csu, proprietary_data),
+            deadline_s,
+        )
+
+    async def translate_pin_format4(
+        self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
+    ) -> bytes:
+        """AES_ECB inside the token for each step; like format 0, SoftHSM2 has no
+        translate mechanism, so the clear PIN field passes through host memory between
+        decipherment and encipherment (validated first, buffer zeroed after)."""
+        enciphered = derive.exact(block, 16, "enciphered format 4 PIN block")
+        pan_field = pinblock.format4_pan_field(pan)
+
+        def run(session: Any) -> bytes:
+            source, target = keys.find_key(session, from_key), keys.find_key(session, to_key)
+            keys.require(source, from_key, keys.AES, operation="PIN translation (source key)")
+            keys.require(target, to_key, keys.AES, operation="PIN translation (destination key)")
+            ecb = Mechanism.AES_ECB
+            intermediate = bytes(source.decrypt(enciphered, mechanism=ecb))
+            xored = bytes(a ^ b for a, b in zip(intermediate, pan_field, strict=True))
+            clear = bytearray(source.decrypt(xored, mechanism=ecb))
+            try:
+                pinblock.decode_format4_field(bytes(clear))  # validation only
+                out = bytes(target.encrypt(bytes(clear), mechanism=ecb))
+                xored_out = bytes(a ^ b for a, b in zip(out, pan_field, strict=True))
+                return bytes(target.encrypt(xored_out, mechanism=ecb))
+            finally:
+                clear[:] = bytes(len(clear))
+
+        return await self._run(f"PIN translation {from_key} -> {to_key}", run, deadline_s)
+
     async def translate_pin_format0(
         self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
     ) -> bytes:

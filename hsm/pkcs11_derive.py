@@ -181,6 +181,22 @@ def arpc_method_1(
         return bytes(session_key.encrypt(block, mechanism=Mechanism.DES3_ECB))
 
 
+def arpc_method_2(
+    issuer_master: Any, pan: str, psn: str, atc: bytes, arqc: bytes, csu: bytes, proprietary: bytes
+) -> bytes:
+    """EMV Book 2 §8.2.2: leftmost 4 bytes of the (composed) retail MAC under the
+    session key over ARQC || CSU || proprietary data (0-8 bytes)."""
+    message = exact(arqc, AC_BYTES, "ARQC") + exact(csu, 4, "card status update")
+    if not isinstance(proprietary, bytes | bytearray) or len(proprietary) > 8:
+        raise DataLengthError("proprietary authentication data must be 0..8 bytes")
+    with _emv_keys(issuer_master, pan, psn, atc) as (icc_master, session_key, r_left):
+        k1 = derive_tdes(
+            icc_master, r_left * 3, key_type=KeyType.DES3, capabilities=MechanismFlag.ENCRYPT
+        )
+        with _transient(k1):
+            return retail_mac(k1, session_key, message + bytes(proprietary))[:4]
+
+
 def retail_mac(k1: Any, key: Any, data: bytes) -> bytes:
     """ISO 9797-1 MAC algorithm 3, padding method 2, composed as the module docstring
     says: `k1` is the K1||K1||K1 object, `key` the K1||K2 object."""

@@ -119,6 +119,25 @@ class Hsm(Protocol):
         deadline_s: float,
     ) -> bytes: ...
 
+    async def arpc_method_2(
+        self,
+        issuer_master: KeyRef,
+        pan: str,
+        psn: str,
+        atc: bytes,
+        arqc: bytes,
+        csu: bytes,
+        proprietary_data: bytes,
+        *,
+        deadline_s: float,
+    ) -> bytes: ...
+
+    async def translate_pin_format4(
+        self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
+    ) -> bytes:
+        """ISO 9564 format 4 (AES) PIN block from one AES PIN key to another."""
+        ...
+
     async def translate_pin_format0(
         self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
     ) -> bytes: ...

@@ -254,6 +254,27 @@ class RemoteHsm:
         args = (issuer_master, pan, psn, atc, arqc, arc)
         return await self._bytes(Command.arpc_method_1, args, deadline_s)
 
+    async def arpc_method_2(
+        self,
+        issuer_master: KeyRef,
+        pan: str,
+        psn: str,
+        atc: bytes,
+        arqc: bytes,
+        csu: bytes,
+        proprietary_data: bytes,
+        *,
+        deadline_s: float,
+    ) -> bytes:
+        args = (issuer_master, pan, psn, atc, arqc, csu, proprietary_data)
+        return await self._bytes(Command.arpc_method_2, args, deadline_s)
+
+    async def translate_pin_format4(
+        self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
+    ) -> bytes:
+        args = (from_key, to_key, block, pan)
+        return await self._bytes(Command.translate_pin_format4, args, deadline_s)
+
     async def translate_pin_format0(
         self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
     ) -> bytes:

@@ -34,6 +34,8 @@ bytes(64); "(verify)" replies carry no field: error 00 means True, 15 False.
                                          text(64), atc, data, arqc
     KW   KX     arpc_method_1            imk key, pan, psn, atc, arqc,    arpc bytes(64)
                                          arc bytes(64)
+    KY   KZ     arpc_method_2            EMV fields, arqc bytes, csu bytes, proprietary bytes; arpc
+    CE   CF     translate_pin_format4    from key, to key, block bytes(64), pan text; block
     CC   CD     translate_pin_format0    from key, to key, block bytes(64), block bytes(64)
                                          pan text(64)
     EW   EX     sign                     key, data bytes(16384)           signature bytes(256)
@@ -193,6 +195,8 @@ class Command(enum.StrEnum):
     verify_terminal_mac = "TA"
     verify_arqc = "KQ"
     arpc_method_1 = "KW"
+    arpc_method_2 = "KY"
+    translate_pin_format4 = "CE"
     translate_pin_format0 = "CC"
     sign = "EW"
     verify_signature = "EY"
@@ -227,6 +231,12 @@ SPECS: dict[Command, Spec] = {
     ),
     Command.verify_arqc: Spec((*_EMV, _b("data", DATA_MAX), _b("arqc")), (), verify=True),
     Command.arpc_method_1: Spec((*_EMV, _b("arqc"), _b("arc")), (_b("arpc"),)),
+    Command.arpc_method_2: Spec(
+        (*_EMV, _b("arqc"), _b("csu"), _b("proprietary_data")), (_b("arpc"),)
+    ),
+    Command.translate_pin_format4: Spec(
+        (_k("from_key"), _k("to_key"), _b("block"), _t("pan")), (_b("block"),)
+    ),
     Command.translate_pin_format0: Spec(
         (_k("from_key"), _k("to_key"), _b("block"), _t("pan")), (_b("block"),)
     ),

@@ -176,6 +176,30 @@ class SoftHsm:
         )
         return emv.arpc_method_1(session, arqc, arc)
 
+    async def arpc_method_2(
+        self,
+        issuer_master: KeyRef,
+        pan: str,
+        psn: str,
+        atc: bytes,
+        arqc: bytes,
+        csu: bytes,
+        proprietary_data: bytes,
+        *,
+        deadline_s: float,
+    ) -> bytes:
+        session = emv.derive_ac_session_key(
+            emv.derive_icc_master_key_a(self._secret(issuer_master), pan, psn), atc
+        )
+        return emv.arpc_method_2(session, arqc, csu, proprietary_data)
+
+    async def translate_pin_format4(
+        self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
+    ) -> bytes:
+        return pinblock.translate_format4(
+            block, self._secret(from_key), self._secret(to_key), pan=pan
+        )
+
     async def translate_pin_format0(
         self, from_key: KeyRef, to_key: KeyRef, block: bytes, pan: str, *, deadline_s: float
     ) -> bytes:

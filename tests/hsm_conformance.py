@@ -37,6 +37,8 @@ TEST_KEYS: dict[str, tuple[KeyType, bytes]] = {
     "zpk.a": (KeyType.tdes2, bytes.fromhex("0123456789ABCDEF0123456789ABCDEF")),
     "zpk.b": (KeyType.tdes2, bytes.fromhex("FEDCBA9876543210FEDCBA9876543210")),
     "terminal.mac.master": (KeyType.aes256, bytes(range(64, 96))),
+    "pin.aes.a": (KeyType.aes128, bytes(range(96, 112))),
+    "pin.aes.b": (KeyType.aes128, bytes(range(112, 128))),
     "ecard.sign": (
         KeyType.ec_p256,
         _EC.private_bytes(
@@ -106,6 +108,28 @@ class HsmConformance:
         assert not await hsm.verify_arqc(ref, PAN, PSN, ATC, CDOL1 + b"\x00", arqc, deadline_s=T)
         arpc = await hsm.arpc_method_1(ref, PAN, PSN, ATC, arqc, b"00", deadline_s=T)
         assert arpc == emv.arpc_method_1(session, arqc, b"00")
+
+    async def test_arpc_method_2(self, hsm: Hsm) -> None:
+        imk = tdes(material("emv.imk"))
+        session = emv.derive_ac_session_key(emv.derive_icc_master_key_a(imk, PAN, PSN), ATC)
+        arqc = emv.generate_ac(session, CDOL1)
+        csu, prop = bytes.fromhex("00820000"), bytes.fromhex("1122")
+        arpc = await hsm.arpc_method_2(
+            KeyRef("emv.imk"), PAN, PSN, ATC, arqc, csu, prop, deadline_s=T
+        )
+        assert arpc == emv.arpc_method_2(session, arqc, csu, prop)
+
+    async def test_pin_translation_format4(self, hsm: Hsm) -> None:
+        block = pinblock.encrypt_format4(
+            aes(material("pin.aes.a")), "1234", PAN, fill=bytes(range(8))
+        )
+        out = await hsm.translate_pin_format4(
+            KeyRef("pin.aes.a"), KeyRef("pin.aes.b"), block, PAN, deadline_s=T
+        )
+        assert pinblock.decrypt_format4(aes(material("pin.aes.b")), out, PAN) == "1234"
+        assert out == pinblock.translate_format4(
+            block, aes(material("pin.aes.a")), aes(material("pin.aes.b")), pan=PAN
+        )
 
     async def test_pin_translation(self, hsm: Hsm) -> None:
         block = pinblock.encrypt_format0(tdes(material("zpk.a")), "123456", PAN)

@@ -222,3 +222,19 @@ def test_format0_round_trips(pin: str, pan: str) -> None:
 def test_format4_round_trips(pin: str, pan: str, key: bytes, fill: bytes) -> None:
     k = aes(key)
     assert decrypt_format4(k, encrypt_format4(k, pin, pan, fill=fill), pan) == pin
+
+
+def test_format4_translation_validates_before_re_enciphering() -> None:
+    """A block that does not decipher to a valid format 4 field under the source key
+    (wrong key, tampered bytes) is refused; nothing comes out under the target key."""
+    from hsm.errors import PinBlockError
+    from hsm.keys import aes
+    from hsm.pinblock import encrypt_format4, translate_format4
+
+    a, b = aes(bytes(range(16))), aes(bytes(range(16, 32)))
+    block = encrypt_format4(a, "1234", "4111111111111111", fill=bytes(8))
+    tampered = bytes([block[0] ^ 0x40]) + block[1:]
+    with pytest.raises(PinBlockError):
+        translate_format4(tampered, a, b, pan="4111111111111111")
+    with pytest.raises(PinBlockError):
+        translate_format4(block, b, a, pan="4111111111111111")
