@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from engine.config import Config
@@ -26,6 +26,7 @@ from hsm import soft_admin
 from hsm.errors import HsmError
 from hsm.keystore import KeyStore, KeyStoreError, load_master_key, new_master_key_hex
 from hsm.pkcs11 import Pkcs11Hsm
+from hsm.protocol import KeyInfo
 
 
 class HsmCommandError(Exception):
@@ -134,13 +135,19 @@ async def _run_on_hsm(cfg: Config, args: argparse.Namespace) -> None:
             refused = await hsm.import_test_keys(soft_admin.demo_hierarchy(), deadline_s=deadline_s)
             for label, refusal in refused.items():
                 print(f"not created: {label}: {refusal}")
-        for k in await hsm.list_keys(deadline_s=deadline_s):
-            print(f"{k.label:<22} {k.version:>3} {k.key_type:<8} {k.usage:<28} {k.check_value}")
+        _print_keys(await hsm.list_keys(deadline_s=deadline_s))
     finally:
         await hsm.close()
 
 
 def _print(store: KeyStore) -> None:
+    _print_keys(
+        KeyInfo(e.label, e.version, e.key_type.value, e.usage, e.check_value)
+        for e in store.entries()
+    )
+
+
+def _print_keys(keys: Iterable[KeyInfo]) -> None:
     print(f"{'label':<22} {'v':>3} {'type':<8} {'usage':<28} kcv")
-    for e in store.entries():
-        print(f"{e.label:<22} {e.version:>3} {e.key_type.value:<8} {e.usage:<28} {e.check_value}")
+    for k in keys:
+        print(f"{k.label:<22} {k.version:>3} {k.key_type:<8} {k.usage:<28} {k.check_value}")

@@ -118,7 +118,8 @@ async def _terminal(
     row = endpoint.terminals.get(terminal_id, now_s)
     if row is None:
         row = await conn.fetchrow(
-            "SELECT terminal_id, fixmedins_code, active FROM terminals WHERE terminal_id = $1",
+            "SELECT t.terminal_id, t.fixmedins_code, t.active, i.level, i.inst_type"
+            " FROM terminals t JOIN institutions i USING (fixmedins_code) WHERE t.terminal_id = $1",
             terminal_id,
             timeout=endpoint.services.command_timeout_s,
         )
@@ -279,7 +280,12 @@ async def _authenticated(
         msg = f"infno: {env.infno} is not a known transaction"
         # "unknown" as the metric label: a client must not be able to mint label values.
         return (*_reply(code, env_region=region, received=received, err_msg=msg), code, "unknown")
-    ctx_terminal = Terminal(terminal["terminal_id"], terminal["fixmedins_code"])
+    ctx_terminal = Terminal(
+        terminal["terminal_id"],
+        terminal["fixmedins_code"],
+        terminal["level"],
+        terminal["inst_type"],
+    )
     digest = hashlib.sha256(body).digest()
     for attempt in range(1, constants.TX_DB_RETRIES_MAX + 1):
         try:

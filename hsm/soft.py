@@ -60,6 +60,11 @@ class SoftHsm:
             raise KeyTypeError(f"key {ref} does not hold an EC private key")
         return key
 
+    def _ac_session_key(self, issuer_master: KeyRef, pan: str, psn: str, atc: bytes) -> SecretKey:
+        """EMV option A ICC master key, then the AC session key for this ATC."""
+        icc_master = emv.derive_icc_master_key_a(self._secret(issuer_master), pan, psn)
+        return emv.derive_ac_session_key(icc_master, atc)
+
     async def random_bytes(self, n: int, *, deadline_s: float) -> bytes:
         if not 1 <= n <= RANDOM_BYTES_MAX:
             raise DataLengthError(f"random_bytes: n must be 1..{RANDOM_BYTES_MAX}, got {n}")
@@ -151,9 +156,7 @@ class SoftHsm:
         *,
         deadline_s: float,
     ) -> bool:
-        session = emv.derive_ac_session_key(
-            emv.derive_icc_master_key_a(self._secret(issuer_master), pan, psn), atc
-        )
+        session = self._ac_session_key(issuer_master, pan, psn, atc)
         try:
             emv.verify_arqc(session, data, arqc)
         except VerificationFailed:
@@ -171,9 +174,7 @@ class SoftHsm:
         *,
         deadline_s: float,
     ) -> bytes:
-        session = emv.derive_ac_session_key(
-            emv.derive_icc_master_key_a(self._secret(issuer_master), pan, psn), atc
-        )
+        session = self._ac_session_key(issuer_master, pan, psn, atc)
         return emv.arpc_method_1(session, arqc, arc)
 
     async def arpc_method_2(
@@ -188,9 +189,7 @@ class SoftHsm:
         *,
         deadline_s: float,
     ) -> bytes:
-        session = emv.derive_ac_session_key(
-            emv.derive_icc_master_key_a(self._secret(issuer_master), pan, psn), atc
-        )
+        session = self._ac_session_key(issuer_master, pan, psn, atc)
         return emv.arpc_method_2(session, arqc, csu, proprietary_data)
 
     async def translate_pin_format4(

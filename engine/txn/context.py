@@ -21,6 +21,8 @@ from terminals.results import ResultCode
 class Terminal:
     terminal_id: str
     fixmedins_code: str
+    level: str  # the institution's level and type, read with the terminal
+    inst_type: str
 
 
 @dataclass(frozen=True)

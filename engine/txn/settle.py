@@ -168,15 +168,12 @@ class PrepareSettlement(Participant):
             policy = ctx.services.policies.get(person["insuplc_admdvs"], person["insutype"], year)
         except PolicyNotFound as exc:
             return ctx.refuse(ResultCode.policy_not_found, f"insuplc_admdvs: {exc}")
-        inst = await ctx.conn.fetchrow(
-            "SELECT level, inst_type FROM institutions WHERE fixmedins_code = $1",
-            ctx.envelope.fixmedins_code,
-            timeout=timeout_s,
-        )
-        assert inst is not None  # the terminal's institution exists (foreign key)
+        # The envelope's institution is the terminal's (checked at the edge), so its
+        # level and type come with the cached terminal row.
+        terminal = ctx.terminal
         benefit = (
             Benefit.pharmacy
-            if inst["inst_type"] == "pharmacy" or data.med_type in PHARMACY_MED_TYPES
+            if terminal.inst_type == "pharmacy" or data.med_type in PHARMACY_MED_TYPES
             else Benefit.outpatient
         )
         acc = await load_accumulators(ctx, person, policy, year, lock=self._lock)
@@ -189,7 +186,7 @@ class PrepareSettlement(Participant):
             ),
             acc,
             policy,
-            Level(inst["level"]),
+            Level(terminal.level),
             benefit,
             data.acct_used_flag == "1",
         )
