@@ -83,12 +83,86 @@ class Person:
     acct_balance_fen: int
 
 
+@dataclass(frozen=True)
+class Card:
+    """The social security card issued to one person (DOMAIN.md §3.2), with its
+    financial application's PAN. `status` and `expiry_date` are the issuer's record,
+    which the engine holds; the chip carries the same dates."""
+
+    psn_no: str
+    card_sn: str  # 卡识别码, 32 hex digits: region, RID D156000005, serial, FFFFFFFF
+    card_no: str  # 社保卡号, 9 ASCII characters
+    generation: int  # 2: 3DES, 3: SM4 (EF05 record 03 "2.00" / "3.00")
+    card_type: str  # 卡类别, 1 ASCII character
+    init_org: str  # 初始化机构编号, 12 characters
+    issue_date: dt.date
+    expiry_date: dt.date
+    status: str  # "active" or "revoked"
+    pin: str  # the holder's PIN, 6 digits (simulation only: the issuer never knows it)
+    pan: str  # 19-digit UnionPay debit PAN (Luhn), PAN sequence number "00"
+
+    def __repr__(self) -> str:  # STYLE.md §10: no card numbers, PAN or PIN in logs
+        return f"Card(psn_no={self.psn_no!r}, card_sn={self.card_sn[:6]}..., gen={self.generation})"
+
+
+# Deterministic card facts by person index, without touching the population's random
+# stream (so the persons of a seed stay what they were before cards existed).
+EXPIRED_EVERY, EXPIRED_AT = 97, 13  # persons whose card has expired
+REVOKED_EVERY, REVOKED_AT = 89, 11  # persons whose card was revoked (reported lost)
+SERIAL_MULTIPLIER = 0x9E3779B1  # odd, so index -> serial is a bijection mod 2**32
+
+
+def luhn_digit(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
+
+
+def card_for(index: int, person: Person) -> Card:
+    """The card of the person at `index` (0-based) in `Population.persons`.
+
+    About a third are generation 2 (3DES), the rest generation 3 (SM4); every 97th
+    card (from index 13) has expired and every 89th (from index 11) is revoked, so
+    tests and simulators find such cards at fixed indexes."""
+    serial = (index * SERIAL_MULTIPLIER + 0x1234567) % 2**32
+    generation = 2 if index % 3 == 0 else 3
+    if index % EXPIRED_EVERY == EXPIRED_AT:
+        issue = dt.date(2014, 3, 1) + dt.timedelta(days=index % 365)
+    elif generation == 2:
+        issue = dt.date(2018, 1, 1) + dt.timedelta(days=index % 1000)
+    else:
+        issue = dt.date(2020, 1, 1) + dt.timedelta(days=index % 1800)
+    # Ten years of validity; a card issued on 29 February expires on 1 March.
+    leap_day = (issue.month, issue.day) == (2, 29)
+    expiry = dt.date(issue.year + 10, 3, 1) if leap_day else issue.replace(year=issue.year + 10)
+    pan_body = f"623{index + 1:015d}"
+    return Card(
+        psn_no=person.psn_no,
+        card_sn=f"{person.insuplc_admdvs}D156000005{serial:08X}FFFFFFFF",
+        card_no=f"S{index + 1:08d}",
+        generation=generation,
+        card_type="3",
+        init_org=f"{person.insuplc_admdvs}000000",
+        issue_date=issue,
+        expiry_date=expiry,
+        status="revoked" if index % REVOKED_EVERY == REVOKED_AT else "active",
+        pin=f"{(index * 7919 + 123457) % 1_000_000:06d}",
+        pan=pan_body + luhn_digit(pan_body),
+    )
+
+
 @dataclass
 class Population:
     seed: int
     institutions: list[Institution] = field(default_factory=list)
     catalog: list[CatalogEntry] = field(default_factory=list)
     persons: list[Person] = field(default_factory=list)
+
+    def card(self, index: int) -> Card:
+        """The card of `persons[index]` (cards are derived, not stored)."""
+        return card_for(index, self.persons[index])
 
 
 def _institutions(rng: random.Random, hospitals: int, pharmacies: int) -> list[Institution]:
