@@ -90,11 +90,21 @@ class HsmConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pkcs11_allow_composed_retail_mac: bool = False
     terminal_mac_master: str = "terminal.mac.master"
     deadline_s: Seconds = 0.5
+    card_int_3des: str = "card.int.3des"
+    card_int_sm4: str = "card.int.sm4"
+    card_ext_3des: str = "card.ext.3des"
+    card_ext_sm4: str = "card.ext.sm4"
+    ecard_sign: str = "ecard.sign"
 
 
 class LedgerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     seal_interval_s: Seconds = 5.0
     seal_batch_max: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+
+
+class CardConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    purge_interval_s: Seconds = 30.0
+    purge_batch_max: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
 
 
 class LogConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -106,6 +116,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     database: DatabaseConfig = DatabaseConfig()
     ledger: LedgerConfig = LedgerConfig()
     hsm: HsmConfig = HsmConfig()
+    card: CardConfig = CardConfig()
     log: LogConfig = LogConfig()
 
     @property
@@ -119,6 +130,7 @@ _SECTIONS: dict[str, type[Struct]] = {
     "database": DatabaseConfig,
     "ledger": LedgerConfig,
     "hsm": HsmConfig,
+    "card": CardConfig,
     "log": LogConfig,
 }
 

@@ -71,3 +71,15 @@ PLATFORM_UTC_OFFSET_H: Final = 8
 # deactivated terminal is refused at most this many seconds later.
 REFERENCE_CACHE_TTL_S: Final = 30.0
 REFERENCE_CACHE_CAPACITY: Final = 100_000
+
+# --- Card and e-card authentication (DESIGN.md §4) ---------------------------------------
+# A 9301 challenge is valid this long (single use, bound to terminal and card).
+CARD_CHALLENGE_TTL_S: Final = 60
+CARD_CHALLENGE_BYTES: Final = 8
+# E-card tokens: the longest validity window an issuer may give a token, and the clock
+# difference allowed between the issuing platform and the engine on either end.
+ECARD_TOKEN_LIFETIME_S_MAX: Final = 60
+ECARD_CLOCK_SKEW_S: Final = 5
+# Expired challenges and burned token ids are deleted this long after they expired
+# (a margin for clock differences between engine processes and the database).
+CARD_AUTH_PURGE_GRACE_S: Final = 300

@@ -113,6 +113,14 @@ class EngineMetrics:
             ["kind", "payer"],
             registry=self.registry,
         )
+        # The HSM part of card authentication (random_bytes, verify_card_cryptogram,
+        # external_auth_cryptogram, verify_signature) is timed by hsm_latency below.
+        self.card_auth_total = Counter(
+            "yikatong_card_auth",
+            "1101 identifications by credential method (card, ecard, certno) and result code name.",
+            ["method", "result"],
+            registry=self.registry,
+        )
         self.hsm_latency = Histogram(
             "yikatong_hsm_op_duration_seconds",
             "Duration of HSM operations, by operation and backend.",

@@ -32,7 +32,8 @@ from engine.hsm_runtime import open_hsm
 from engine.http_tx import TxEndpoint
 from engine.metrics import EngineMetrics
 from engine.nonces import NonceStore
-from engine.txn.context import Services
+from engine.txn import cardauth
+from engine.txn.cardauth import CardAuthServices, CardKeyLabels
 from engine.txn.registry import build_registry
 from hsm.protocol import Hsm, KeyRef
 from settlement.policy import PolicyBook
@@ -99,6 +100,29 @@ async def _seal_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) ->
             await asyncio.wait_for(stop.wait(), cfg.ledger.seal_interval_s)
 
 
+async def _purge_card_auth_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) -> None:
+    """Delete expired card challenges and burned e-card token ids every
+    `card.purge_interval_s`, at most `card.purge_batch_max` of each per run; a failed
+    run is logged and retried at the next interval."""
+    while not stop.is_set():
+        try:
+            async with pool.acquire(timeout=cfg.database.acquire_timeout_s) as conn:
+                count = await cardauth.purge_expired(
+                    conn,
+                    batch_max=cfg.card.purge_batch_max,
+                    grace_s=constants.CARD_AUTH_PURGE_GRACE_S,
+                    timeout_s=cfg.database.command_timeout_s,
+                )
+            if count:
+                log.debug(
+                    "purged expired card challenges and tokens", extra={"fields": {"count": count}}
+                )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("purging card challenges failed", extra={"fields": {"error": repr(exc)}})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), cfg.card.purge_interval_s)
+
+
 async def serve(cfg: Config) -> None:
     """Run the engine until SIGTERM or SIGINT. Raises on a failed start."""
     started = time.monotonic()
@@ -144,7 +168,20 @@ async def _serve_with_database(
         state.pool = pool
         state.tx = TxEndpoint(
             registry=build_registry(),
-            services=Services(policies=PolicyBook(), command_timeout_s=timeout_s),
+            services=CardAuthServices(
+                policies=PolicyBook(),
+                command_timeout_s=timeout_s,
+                hsm=hsm,
+                hsm_deadline_s=cfg.hsm.deadline_s,
+                keys=CardKeyLabels(
+                    int_3des=KeyRef(cfg.hsm.card_int_3des),
+                    int_sm4=KeyRef(cfg.hsm.card_int_sm4),
+                    ext_3des=KeyRef(cfg.hsm.card_ext_3des),
+                    ext_sm4=KeyRef(cfg.hsm.card_ext_sm4),
+                    ecard_sign=KeyRef(cfg.hsm.ecard_sign),
+                ),
+                metrics=state.metrics,
+            ),
             metrics=state.metrics,
             nonces=NonceStore(constants.NONCE_STORE_CAPACITY, constants.SIGNATURE_SKEW_S_MAX),
             get_pool=lambda: state.pool,
@@ -173,8 +210,10 @@ async def _serve_with_database(
             },
         )
         sealer = asyncio.create_task(_seal_forever(pool, cfg, stop))
+        purger = asyncio.create_task(_purge_card_auth_forever(pool, cfg, stop))
         await stop.wait()
         await sealer
+        await purger
         log.info("shutting down", extra={"fields": {"grace_s": cfg.server.shutdown_grace_s}})
         state.shutting_down = True
     finally:

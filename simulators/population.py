@@ -334,6 +334,34 @@ async def load(conn: asyncpg.Connection, pop: Population, *, timeout_s: float = 
             ],
             timeout=timeout_s,
         )
+        # The issuer's record of every card (engine migration 0006), derived per index.
+        await conn.copy_records_to_table(
+            "cards",
+            records=[
+                (
+                    c.card_sn,
+                    c.card_no,
+                    c.psn_no,
+                    p.insuplc_admdvs,
+                    c.generation,
+                    c.status,
+                    c.issue_date,
+                    c.expiry_date,
+                )
+                for p, c in ((p, card_for(i, p)) for i, p in enumerate(pop.persons))
+            ],
+            columns=[
+                "card_sn",
+                "card_no",
+                "psn_no",
+                "insuplc_admdvs",
+                "generation",
+                "status",
+                "issue_date",
+                "expiry_date",
+            ],
+            timeout=timeout_s,
+        )
         await _open_accounts(conn, pop, timeout_s)
 
 

@@ -51,6 +51,7 @@ from terminals.messages import (
     tx2601,
     tx9001,
     tx9002,
+    tx9301,
 )
 from terminals.results import ResultCode
 
@@ -331,6 +332,68 @@ class Client:
             "mdtrt_cert_no": certno,
             "psn_cert_type": "01",
             "certno": certno,
+        }
+        return await self.call("1101", {"data": data}, tx1101.Output, state_changing=False)
+
+    async def card_challenge(
+        self,
+        card_sn: str,
+        ext_process_factor: bytes | None = None,
+        ext_challenge: bytes | None = None,
+    ) -> tx9301.Output:
+        """9301: the engine's single-use challenge (60 s, for this terminal and card)
+        and, given the card's two GET CHALLENGE values for EXTERNAL AUTHENTICATE
+        (generation 3), the HSM's cryptogram for it. Not re-sent on a lost answer: a
+        new call simply gets a new challenge."""
+        if (ext_process_factor is None) != (ext_challenge is None):
+            raise ValueError("ext_process_factor and ext_challenge go together")
+        data = {"card_sn": card_sn}
+        if ext_process_factor is not None and ext_challenge is not None:
+            data["ext_process_factor"] = ext_process_factor.hex().upper()
+            data["ext_challenge"] = ext_challenge.hex().upper()
+        return await self.call("9301", {"data": data}, tx9301.Output, state_changing=False)
+
+    async def person_info_by_card(
+        self,
+        card_no: str,
+        card_sn: str,
+        challenge: bytes,
+        process_factor: bytes,
+        cryptogram: bytes,
+        *,
+        certno: str = "",
+        psn_name: str = "",
+    ) -> tx1101.Output:
+        """1101 by social security card (mdtrt_cert_type 03): the card's INTERNAL
+        AUTHENTICATE answer over a 9301 challenge; `certno`/`psn_name` read from EF06
+        are checked against the card's holder when given. The challenge is consumed
+        by the first attempt, whatever its answer: after a failure or a lost answer
+        start again from 9301."""
+        data: dict[str, Any] = {
+            "mdtrt_cert_type": tx1101.CERT_TYPE_CARD,
+            "mdtrt_cert_no": card_no,
+            "card_sn": card_sn,
+            "yk_card_auth": {
+                "challenge": challenge.hex().upper(),
+                "process_factor": process_factor.hex().upper(),
+                "cryptogram": cryptogram.hex().upper(),
+            },
+        }
+        if certno:
+            data["psn_cert_type"] = "01"
+            data["certno"] = certno
+        if psn_name:
+            data["psn_name"] = psn_name
+        return await self.call("1101", {"data": data}, tx1101.Output, state_changing=False)
+
+    async def person_info_by_ecard(self, token_id: str, qr: str) -> tx1101.Output:
+        """1101 by e-card (mdtrt_cert_type 01): `token_id` goes where the national
+        ecToken goes (mdtrt_cert_no), the whole QR text in `yk_ecard_qr`. A token is
+        single use: the first accepted call burns it."""
+        data = {
+            "mdtrt_cert_type": tx1101.CERT_TYPE_ECARD,
+            "mdtrt_cert_no": token_id,
+            "yk_ecard_qr": qr,
         }
         return await self.call("1101", {"data": data}, tx1101.Output, state_changing=False)
 

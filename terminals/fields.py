@@ -46,3 +46,26 @@ CertType = Annotated[str, Meta(pattern=r"^0[1-3]$", description="01 e-cert, 02 I
 Yuan = Annotated[decimal.Decimal, Meta(description="amount in yuan, at most 2 decimals")]
 Quantity = Annotated[decimal.Decimal, Meta(description="quantity, at most 4 decimals")]
 UnitPrice = Annotated[decimal.Decimal, Meta(description="unit price in yuan, at most 6 decimals")]
+# Card and e-card authentication (9301, 1101 by card / e-card). Hex is accepted in
+# either case; the engine compares it case-insensitively.
+CardSn = Annotated[
+    str,
+    Meta(pattern=r"^[0-9A-Fa-f]{32}$", description="卡识别码 card_sn: 16 bytes as 32 hex digits"),
+]
+OptCardSn = Annotated[
+    str, Meta(pattern=r"^([0-9A-Fa-f]{32})?$", description="card_sn (32 hex digits) or empty")
+]
+Hex8Bytes = Annotated[
+    str, Meta(pattern=r"^[0-9A-Fa-f]{16}$", description="8 bytes as 16 hex digits")
+]
+OptHex8Bytes = Annotated[
+    str, Meta(pattern=r"^([0-9A-Fa-f]{16})?$", description="8 bytes as 16 hex digits, or empty")
+]
+EcardQr = Annotated[
+    str,
+    Meta(
+        max_length=512,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="the e-card QR text (YKEC1.<payload>.<signature>, base64url), ≤512",
+    ),
+]

@@ -7,8 +7,24 @@ answer so that integrators can branch on a stable value instead of parsing text.
 Numbers never change meaning once released; new outcomes get new numbers.
 
 Groups: 1xxx the request itself, 11xx authentication and session, 12xx idempotency,
-2xxx reference data (persons, institutions, policy), 3xxx visits and fee details,
-4xxx settlements, 9xxx operating conditions (try again).
+13xx card and e-card authentication, 2xxx reference data (persons, institutions,
+policy), 3xxx visits and fee details, 4xxx settlements, 9xxx operating conditions
+(try again).
+
+13xx in detail (9301 card challenge, 1101 by card `03` and by e-card `01`):
+1301-1309 the social security card. A challenge is bound to the terminal and the
+card it was issued for: presented by another terminal or for another card it is
+`card_challenge_unknown` (and stays unconsumed for its rightful owner). A challenge
+that matched is consumed even when the answer is a refusal, so each challenge gets
+exactly one cryptogram check (`card_cryptogram_mismatch`, `card_revoked`,
+`card_expired`, `card_person_mismatch` all burn it); `card_unknown` and
+`auth_data_missing` are refused before any challenge is looked at.
+`card_person_mismatch` also answers an e-card whose holder data (or the certno and
+name sent beside it) differ from the insured person's record.
+1321-1325 the e-card QR token. Its id is burned only once its signature, validity
+window and id all passed, so a malformed, forged, expired or mismatched token burns
+nothing; a second use of a burned id is `ecard_token_already_used`, and a genuine
+token whose person is unknown here is burned and answered `person_not_found`.
 """
 
 from __future__ import annotations
@@ -37,6 +53,21 @@ class ResultCode(enum.IntEnum):
 
     msgid_reused_with_different_body = 1201
     msgid_reversed = 1202
+
+    card_unknown = 1301
+    card_cryptogram_mismatch = 1302
+    card_challenge_unknown = 1303
+    card_challenge_expired = 1304
+    card_challenge_already_used = 1305
+    card_revoked = 1306
+    card_expired = 1307
+    card_person_mismatch = 1308
+    auth_data_missing = 1309
+    ecard_token_malformed = 1321
+    ecard_token_signature_invalid = 1322
+    ecard_token_expired = 1323
+    ecard_token_already_used = 1324
+    ecard_token_id_mismatch = 1325
 
     person_not_found = 2001
     person_region_mismatch = 2002

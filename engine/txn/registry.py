@@ -34,6 +34,7 @@ def build_registry() -> dict[str, TxSpec]:
         t2601,
         t9001,
         t9002,
+        t9301,
     )
 
     specs = [
@@ -41,6 +42,7 @@ def build_registry() -> dict[str, TxSpec]:
         for m in (
             t9001,
             t9002,
+            t9301,
             t1101,
             t2201,
             t2202,

@@ -1,9 +1,19 @@
-"""1101 人员信息获取 person info by credential. For now by ID number
-(`mdtrt_cert_type` 02); card (03) and e-card (01) arrive with card authentication."""
+"""1101 人员信息获取 person info by credential (`mdtrt_cert_type`): 02 ID number, 03
+social security card, 01 e-card.
+
+By card (03) `mdtrt_cert_no` is the card number (社保卡号), `card_sn` the card's
+32-hex identification code, and the yikatong extension `yk_card_auth` carries the
+INTERNAL AUTHENTICATE answer over a challenge from 9301. By e-card (01)
+`mdtrt_cert_no` is the token id (the national ecToken is at most 40 characters) and
+the extension `yk_ecard_qr` carries the whole signed QR text. The answer is the same
+for every credential. Refusals: 13xx result codes.
+The e-card QR token format is in card.ecard.
+"""
 
 from __future__ import annotations
 
 import decimal
+from typing import Final
 
 from terminals import fields as f
 from terminals.messages.base import In, Out
@@ -11,15 +21,38 @@ from terminals.messages.base import In, Out
 INFNO = "1101"
 NAME = "person info"
 
+CERT_TYPE_ECARD: Final = "01"
+CERT_TYPE_ID_NUMBER: Final = "02"
+CERT_TYPE_CARD: Final = "03"
+
+
+class CardAuth(In, frozen=True, kw_only=True):
+    """yikatong extension for mdtrt_cert_type 03: the card's INTERNAL AUTHENTICATE.
+    `challenge` is the engine's (from 9301, single use, 60 s, bound to this terminal
+    and card_sn); `process_factor` the card's GET CHALLENGE sent before it;
+    `cryptogram` the card's 8-byte answer. All hex."""
+
+    challenge: f.Hex8Bytes
+    process_factor: f.Hex8Bytes
+    cryptogram: f.Hex8Bytes
+
+    def __repr__(self) -> str:  # STYLE.md §10: cryptograms stay out of logs
+        return "CardAuth(<hidden>)"
+
 
 class Data(In, frozen=True, kw_only=True):
     mdtrt_cert_type: f.CertType
     mdtrt_cert_no: f.Code50
-    card_sn: f.Code50 = ""
+    card_sn: f.OptCardSn = ""
     begntime: str = ""
     psn_cert_type: f.Code6 = ""
     certno: f.Code50 = ""
     psn_name: f.Name50 = ""
+    yk_card_auth: CardAuth | None = None
+    yk_ecard_qr: f.EcardQr = ""
+
+    def __repr__(self) -> str:
+        return f"Data(mdtrt_cert_type={self.mdtrt_cert_type!r}, <credential hidden>)"
 
 
 class Input(In, frozen=True, kw_only=True):
