@@ -11,6 +11,11 @@ Invariants:
   TOOLCHAIN.md §2.3) with the caller's deadline; a late or unreachable token is
   `HsmUnavailable`, and token errors map to `hsm.errors` classes naming the operation
   and key, never a value;
+- an operation is one worker call: the key is looked up in the handle cache (a session
+  copy of the stored key, with its type known: hsm.pkcs11_keys), then the module's
+  functions are called directly on handles (hsm.pkcs11_raw), one PKCS#11 call per
+  step; python-pkcs11 objects serve only the cold paths (login, lookup, listing,
+  import);
 - verify operations compare in constant time in Python over the value the token
   computed and answer `False` on a mismatch, as hsm.soft does.
 
@@ -60,45 +65,16 @@ from pkcs11 import Mechanism
 from hsm import cardauth, pinblock
 from hsm import pkcs11_derive as derive
 from hsm import pkcs11_keys as keys
-from hsm.errors import (
-    AlgorithmUnavailable,
-    DataLengthError,
-    HsmError,
-    KeyTypeError,
-    VerificationFailed,
-)
+from hsm.errors import AlgorithmUnavailable, DataLengthError, VerificationFailed
 from hsm.keystore import KeyEntry
 from hsm.mac import verify_equal
+from hsm.pkcs11_raw import RawSession, hsm_error
 from hsm.pkcs11_worker import Pkcs11Error, Pkcs11Worker
 from hsm.protocol import HsmUnavailable, KeyInfo, KeyRef, MacAlgorithm
 from hsm.soft import RANDOM_BYTES_MAX
 
 T = TypeVar("T")
 EC_COORDINATE_BYTES = 32
-
-_UNAVAILABLE = (
-    px.DeviceError,
-    px.DeviceMemory,
-    px.DeviceRemoved,
-    px.GeneralError,
-    px.SessionClosed,
-    px.SessionHandleInvalid,
-    px.TokenNotPresent,
-    px.UserNotLoggedIn,
-)
-
-
-def _translate(exc: px.PKCS11Error, what: str) -> HsmError:
-    name = type(exc).__name__
-    if isinstance(exc, _UNAVAILABLE):
-        return HsmUnavailable(f"{what}: the token failed ({name})")
-    if isinstance(exc, px.MechanismInvalid | px.MechanismParamInvalid):
-        return AlgorithmUnavailable(f"{what}: the token does not offer the mechanism ({name})")
-    if isinstance(exc, px.KeyTypeInconsistent):
-        return KeyTypeError(f"{what}: the key's type does not fit the mechanism ({name})")
-    if isinstance(exc, px.DataLenRange | px.DataInvalid):
-        return DataLengthError(f"{what}: the token refused the data length ({name})")
-    return HsmError(f"{what}: the token refused the operation ({name})")
 
 
 def _matches(computed: bytes, presented: bytes, what: str) -> bool:
@@ -141,13 +117,16 @@ class Pkcs11Hsm:
             raise
         return cls(worker, allow_composed_retail_mac=allow_composed_retail_mac)
 
-    async def _run(self, what: str, fn: Callable[[Any], T], deadline_s: float) -> T:
+    async def _run(self, what: str, fn: Callable[[Any, RawSession], T], deadline_s: float) -> T:
+        """`fn(session, raw)` on the token thread: python-pkcs11's session for lookups,
+        the raw function list (hsm.pkcs11_raw) for the operations."""
         try:
-            return await self._worker.call(fn, deadline_s=deadline_s)
+            raw = self._worker.raw
+            return await self._worker.call(lambda session: fn(session, raw), deadline_s=deadline_s)
         except Pkcs11Error as exc:  # timeout, busy, worker not open
             raise HsmUnavailable(f"{what}: {exc}") from exc
         except px.PKCS11Error as exc:
-            raise _translate(exc, what) from exc
+            raise hsm_error(exc, what) from exc
 
     def _require_composed_retail_mac(self, what: str) -> None:
         if not self._composed_retail_mac:
@@ -160,16 +139,16 @@ class Pkcs11Hsm:
     async def random_bytes(self, n: int, *, deadline_s: float) -> bytes:
         if not 1 <= n <= RANDOM_BYTES_MAX:
             raise DataLengthError(f"random_bytes: n must be 1..{RANDOM_BYTES_MAX}, got {n}")
-        return await self._run("random", lambda s: bytes(s.generate_random(n * 8)), deadline_s)
+        return await self._run("random", lambda _, raw: raw.generate_random(n), deadline_s)
 
     async def _card_cryptogram(
         self, master: KeyRef, card_sn: bytes, factor: bytes, challenge: bytes, deadline_s: float
     ) -> bytes:
-        def run(session: Any) -> bytes:
+        def run(session: Any, raw: RawSession) -> bytes:
             key = keys.find_key(session, master)
             # SM4 is named for the message's sake: the token cannot hold SM4 keys.
             keys.require(key, master, keys.TDES, "SM4", operation="card key diversification")
-            return derive.card_auth_cryptogram(key, card_sn, factor, challenge)
+            return derive.card_auth_cryptogram(raw, key.handle, card_sn, factor, challenge)
 
         return await self._run(f"card cryptogram with key {master}", run, deadline_s)
 
@@ -208,19 +187,20 @@ class Pkcs11Hsm:
             self._require_composed_retail_mac(f"{algorithm} with key {key}")
         message = bytes(data)
 
-        def run(session: Any) -> bytes:
+        def run(session: Any, raw: RawSession) -> bytes:
             obj = keys.find_key(session, key)
             if algorithm is MacAlgorithm.hmac_sha256:
                 keys.require(obj, key, keys.HMAC, operation=operation)
-                return bytes(obj.sign(message, mechanism=Mechanism.SHA256_HMAC))
+                return raw.sign(obj.handle, Mechanism.SHA256_HMAC, message)
             if algorithm is MacAlgorithm.aes_cmac:
                 keys.require(obj, key, keys.AES, operation=operation)
-                return bytes(obj.sign(message, mechanism=Mechanism.AES_CMAC))
+                return raw.sign(obj.handle, Mechanism.AES_CMAC, message)
             if algorithm is MacAlgorithm.tdes_cmac:
                 keys.require(obj, key, keys.TDES, operation=operation)
-                return bytes(obj.sign(message, mechanism=Mechanism.DES3_CMAC))
+                return raw.sign(obj.handle, Mechanism.DES3_CMAC, message)
             keys.require_double_length_tdes(obj, key, operation=operation)
-            return derive.retail_mac(keys.find_companion(session, obj, key), obj, message)
+            companion = keys.find_companion(session, obj, key)
+            return derive.retail_mac(raw, companion.handle, obj.handle, message)
 
         return await self._run(f"{algorithm} with key {key}", run, deadline_s)
 
@@ -245,21 +225,25 @@ class Pkcs11Hsm:
         *,
         deadline_s: float,
     ) -> bool:
-        def run(session: Any) -> bytes:
+        def run(session: Any, raw: RawSession) -> bytes:
             obj = keys.find_key(session, master)
             keys.require(obj, master, keys.AES, operation="terminal MAC key derivation")
-            return derive.terminal_hmac(obj, terminal_id, message)
+            return derive.terminal_hmac(raw, obj.handle, terminal_id, message)
 
         computed = await self._run(f"terminal MAC with key {master}", run, deadline_s)
         return _matches(computed, presented, "terminal MAC")
 
     async def _emv(
-        self, issuer_master: KeyRef, what: str, fn: Callable[[Any], bytes], deadline_s: float
+        self,
+        issuer_master: KeyRef,
+        what: str,
+        fn: Callable[[RawSession, int], bytes],
+        deadline_s: float,
     ) -> bytes:
-        def run(session: Any) -> bytes:
+        def run(session: Any, raw: RawSession) -> bytes:
             obj = keys.find_key(session, issuer_master)
             keys.require_double_length_tdes(obj, issuer_master, operation=what)
-            return fn(obj)
+            return fn(raw, obj.handle)
 
         return await self._run(f"{what} with key {issuer_master}", run, deadline_s)
 
@@ -279,7 +263,7 @@ class Pkcs11Hsm:
         computed = await self._emv(
             issuer_master,
             "ICC master key derivation",
-            lambda imk: derive.arqc(imk, pan, psn, atc, data),
+            lambda raw, imk: derive.arqc(raw, imk, pan, psn, atc, data),
             deadline_s,
         )
         return _matches(computed, arqc, "ARQC")
@@ -298,7 +282,7 @@ class Pkcs11Hsm:
         return await self._emv(
             issuer_master,
             "ICC master key derivation",
-            lambda imk: derive.arpc_method_1(imk, pan, psn, atc, arqc, arc),
+            lambda raw, imk: derive.arpc_method_1(raw, imk, pan, psn, atc, arqc, arc),
             deadline_s,
         )
 
@@ -318,7 +302,9 @@ class Pkcs11Hsm:
         return await self._emv(
             issuer_master,
             "ICC master key derivation",
-            lambda imk: derive.arpc_method_2(imk, pan, psn, atc, arqc, csu, proprietary_data),
+            lambda raw, imk: derive.arpc_method_2(
+                raw, imk, pan, psn, atc, arqc, csu, proprietary_data
+            ),
             deadline_s,
         )
 
@@ -331,19 +317,19 @@ class Pkcs11Hsm:
         enciphered = derive.exact(block, 16, "enciphered format 4 PIN block")
         pan_field = pinblock.format4_pan_field(pan)
 
-        def run(session: Any) -> bytes:
+        def run(session: Any, raw: RawSession) -> bytes:
             source, target = keys.find_key(session, from_key), keys.find_key(session, to_key)
             keys.require(source, from_key, keys.AES, operation="PIN translation (source key)")
             keys.require(target, to_key, keys.AES, operation="PIN translation (destination key)")
             ecb = Mechanism.AES_ECB
-            intermediate = bytes(source.decrypt(enciphered, mechanism=ecb))
+            intermediate = raw.decrypt(source.handle, ecb, enciphered)
             xored = bytes(a ^ b for a, b in zip(intermediate, pan_field, strict=True))
-            clear = bytearray(source.decrypt(xored, mechanism=ecb))
+            clear = bytearray(raw.decrypt(source.handle, ecb, xored))
             try:
                 pinblock.decode_format4_field(bytes(clear))  # validation only
-                out = bytes(target.encrypt(bytes(clear), mechanism=ecb))
+                out = raw.encrypt(target.handle, ecb, bytes(clear))
                 xored_out = bytes(a ^ b for a, b in zip(out, pan_field, strict=True))
-                return bytes(target.encrypt(xored_out, mechanism=ecb))
+                return raw.encrypt(target.handle, ecb, xored_out)
             finally:
                 clear[:] = bytes(len(clear))
 
@@ -354,14 +340,14 @@ class Pkcs11Hsm:
     ) -> bytes:
         enciphered = derive.exact(block, 8, "enciphered format 0 PIN block")
 
-        def run(session: Any) -> bytes:
+        def run(session: Any, raw: RawSession) -> bytes:
             source, target = keys.find_key(session, from_key), keys.find_key(session, to_key)
             keys.require(source, from_key, keys.TDES, operation="PIN translation (source key)")
             keys.require(target, to_key, keys.TDES, operation="PIN translation (destination key)")
-            clear = bytearray(source.decrypt(enciphered, mechanism=Mechanism.DES3_ECB))
+            clear = bytearray(raw.decrypt(source.handle, Mechanism.DES3_ECB, enciphered))
             try:
                 pinblock.decode_format0(bytes(clear), pan)  # validation only
-                return bytes(target.encrypt(bytes(clear), mechanism=Mechanism.DES3_ECB))
+                return raw.encrypt(target.handle, Mechanism.DES3_ECB, bytes(clear))
             finally:
                 clear[:] = bytes(len(clear))
 
@@ -370,10 +356,10 @@ class Pkcs11Hsm:
     async def sign(self, key: KeyRef, data: bytes, *, deadline_s: float) -> bytes:
         digest = hashlib.sha256(bytes(data)).digest()
 
-        def run(session: Any) -> bytes:
+        def run(session: Any, raw: RawSession) -> bytes:
             obj = keys.find_key(session, key)
             keys.require(obj, key, keys.EC, operation="ECDSA signature")
-            return bytes(obj.sign(digest, mechanism=Mechanism.ECDSA))
+            return raw.sign(obj.handle, Mechanism.ECDSA, digest)
 
         raw = await self._run(f"ECDSA signature with key {key}", run, deadline_s)
         half = len(raw) // 2
@@ -391,16 +377,18 @@ class Pkcs11Hsm:
         except (ValueError, OverflowError, TypeError):
             return False  # not a DER ECDSA signature for P-256: cannot verify
 
-        def run(session: Any) -> bool:
+        def run(session: Any, token: RawSession) -> bool:
             obj = keys.find_key(session, key)
             keys.require(obj, key, keys.EC, operation="ECDSA verification")
             public = keys.find_public(session, obj, key)
-            return bool(public.verify(digest, raw, mechanism=Mechanism.ECDSA))
+            return token.verify(public.handle, Mechanism.ECDSA, digest, raw)
 
         return await self._run(f"ECDSA verification with key {key}", run, deadline_s)
 
     async def list_keys(self, *, deadline_s: float) -> list[KeyInfo]:
-        return await self._run("key listing", keys.list_keys, deadline_s)
+        return await self._run(
+            "key listing", lambda session, _: keys.list_keys(session), deadline_s
+        )
 
     async def import_test_keys(
         self,
@@ -420,7 +408,7 @@ class Pkcs11Hsm:
         refused: dict[str, AlgorithmUnavailable] = {}
         for entry in entries:
 
-            def run(session: Any, entry: KeyEntry = entry) -> None:
+            def run(session: Any, _: RawSession, entry: KeyEntry = entry) -> None:
                 keys.import_clear_key(session, entry, retail_mac=entry.label in retail_mac_keys)
 
             try:

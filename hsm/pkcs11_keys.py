@@ -27,14 +27,16 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-from pkcs11.exceptions import AttributeTypeInvalid
+from pkcs11.exceptions import AttributeTypeInvalid, PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from hsm.errors import AlgorithmUnavailable, HsmError, KeyLengthError, KeyTypeError
@@ -74,36 +76,78 @@ def _version_of(obj: Any) -> int | None:
     return int(raw)
 
 
-# Object lookups (C_FindObjects, then C_GetAttributeValue for each candidate's CKA_ID)
-# cost far more than the operations on SoftHSM's file store, so found handles are kept
-# for HANDLE_TTL_S. Only the worker thread calls in here, so no lock is needed. Imports
-# in this process clear the cache; a key added by another process (a new version) is
-# seen within the TTL.
+@dataclass(frozen=True, slots=True)
+class TokenKey:
+    """A stored key as the operations use it: the handle to operate with, and what
+    every operation checks, known up front (reading CKA_KEY_TYPE of a token object
+    costs ~25 µs on SoftHSM2's file store, more than a 3DES encryption)."""
+
+    handle: int  # of the session copy if there is one, else of the token object
+    key_type: Any  # a pkcs11.KeyType, or the bare number of a vendor key type
+    version: int
+    obj: Any  # the token object (python-pkcs11), for the cold paths
+    copy: Any = None  # the session copy (python-pkcs11 object), destroyed when dropped
+
+    def __repr__(self) -> str:
+        kind = getattr(self.key_type, "name", self.key_type)
+        copied = ", session copy" if self.copy is not None else ""
+        return f"TokenKey(handle={self.handle}, {kind}, v{self.version}{copied})"
+
+
+# Found keys are kept for HANDLE_TTL_S, for two costs of SoftHSM2's file object store
+# (profile in docs/PERFORMANCE.md, PKCS#11 section):
+# - a lookup (C_FindObjects, then C_GetAttributeValue of each candidate's CKA_ID and
+#   the chosen one's CKA_KEY_TYPE) costs far more than an operation;
+# - every use of a token object re-checks its file (~15 µs per encryption, ~25 µs per
+#   derivation). So the key is used through a *session copy* (C_CopyObject with
+#   CKA_TOKEN false): the same key inside the same token, with the token object's
+#   SENSITIVE / EXTRACTABLE / PRIVATE attributes (a copy cannot weaken them), living
+#   in this process's session only. A token that refuses the copy (CKA_COPYABLE
+#   false) is used through the token object itself.
+# A copy is destroyed when its entry expires or is forgotten. Only the worker thread
+# calls in here, so no lock is needed. Imports in this process and the worker's logout
+# forget everything; a key added or deleted by another process is seen within the TTL
+# (a deleted key stays usable through its copy until then).
 HANDLE_TTL_S = 5.0
-_handles: dict[tuple[int, str, int | None, tuple[Any, ...]], tuple[float, Any]] = {}
+_handles: dict[tuple[str, int | None, tuple[Any, ...]], tuple[float, TokenKey]] = {}
 
 
-def forget_handles() -> None:
+def _drop(found: TokenKey) -> None:
+    if found.copy is not None:
+        with contextlib.suppress(PKCS11Error):  # the session is gone, and its objects
+            found.copy.destroy()
+
+
+def forget_handles(*, destroy_copies: bool = True) -> None:
+    """Empty the cache. `destroy_copies=False` after a new login: the copies died with
+    the earlier session, and their handle numbers may now name other objects."""
+    entries = list(_handles.values())
     _handles.clear()
+    if destroy_copies:
+        for _, found in entries:
+            _drop(found)
 
 
-def _find(session: Any, label: str, version: int | None, classes: tuple[Any, ...]) -> Any:
-    key = (id(session), label, version, classes)
+def _find(session: Any, label: str, version: int | None, classes: tuple[Any, ...]) -> TokenKey:
+    key = (label, version, classes)
     now = time.monotonic()
     hit = _handles.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
+    for stale in [k for k, (expires, _) in _handles.items() if expires <= now]:
+        _drop(_handles.pop(stale)[1])
     found = _find_uncached(session, label, version, classes)
     _handles[key] = (now + HANDLE_TTL_S, found)
     return found
 
 
-def _find_uncached(session: Any, label: str, version: int | None, classes: tuple[Any, ...]) -> Any:
+def _find_uncached(
+    session: Any, label: str, version: int | None, classes: tuple[Any, ...]
+) -> TokenKey:
     candidates: dict[int, list[Any]] = {}
     for object_class in classes:
-        for obj in list(
-            session.get_objects({Attribute.LABEL: label, Attribute.CLASS: object_class})
-        ):
+        template = {Attribute.LABEL: label, Attribute.CLASS: object_class, Attribute.TOKEN: True}
+        for obj in list(session.get_objects(template)):
             found = _version_of(obj)
             if found is not None:
                 candidates.setdefault(found, []).append(obj)
@@ -114,45 +158,52 @@ def _find_uncached(session: Any, label: str, version: int | None, classes: tuple
         raise KeyNotFound(f"no key {label!r} version {version} on the token")
     if len(candidates[chosen]) > 1:
         raise HsmError(f"the token holds more than one key {label!r} version {chosen}")
-    return candidates[chosen][0]
+    obj = candidates[chosen][0]
+    key_type = obj[Attribute.KEY_TYPE]
+    try:
+        copy = obj.copy({Attribute.TOKEN: False})
+    except PKCS11Error:  # CKA_COPYABLE false, or no room: use the token object
+        return TokenKey(int(obj.handle), key_type, chosen, obj)
+    return TokenKey(int(copy.handle), key_type, chosen, obj, copy)
 
 
-def find_key(session: Any, ref: KeyRef) -> Any:
-    """The secret or private key object `ref` names (never a public key)."""
+def find_key(session: Any, ref: KeyRef) -> TokenKey:
+    """The secret or private key `ref` names (never a public key)."""
     return _find(session, ref.label, ref.version, (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY))
 
 
-def find_public(session: Any, private: Any, ref: KeyRef) -> Any:
+def find_public(session: Any, private: TokenKey, ref: KeyRef) -> TokenKey:
     """The public key stored next to an EC private key (same label and CKA_ID)."""
-    version = _version_of(private)
     try:
-        return _find(session, ref.label, version, (ObjectClass.PUBLIC_KEY,))
+        return _find(session, ref.label, private.version, (ObjectClass.PUBLIC_KEY,))
     except KeyNotFound:
         raise KeyNotFound(
-            f"EC key {ref.label!r} version {version} has no public key object on the token"
+            f"EC key {ref.label!r} version {private.version} has no public key object on the token"
         ) from None
 
 
-def find_companion(session: Any, key: Any, ref: KeyRef) -> Any:
+def find_companion(session: Any, key: TokenKey, ref: KeyRef) -> TokenKey:
     """The K1||K1||K1 companion of a double-length 3DES key (see module docstring)."""
-    version = _version_of(key)
     try:
-        return _find(session, ref.label + COMPANION_SUFFIX, version, (ObjectClass.SECRET_KEY,))
+        return _find(session, ref.label + COMPANION_SUFFIX, key.version, (ObjectClass.SECRET_KEY,))
     except KeyNotFound:
         raise KeyNotFound(
-            f"key {ref.label!r} version {version} has no K1 companion object "
+            f"key {ref.label!r} version {key.version} has no K1 companion object "
             f"{ref.label + COMPANION_SUFFIX!r}, needed for the composed ISO 9797-1 MAC 3"
         ) from None
 
 
-def algorithm_of(obj: Any) -> str:
-    key_type = obj[Attribute.KEY_TYPE]
+def _algorithm(key_type: Any) -> str:
     return _ALGORITHM.get(key_type, f"key type 0x{int(key_type):X}")
 
 
-def require(obj: Any, ref: KeyRef, *algorithms: str, operation: str) -> None:
+def algorithm_of(obj: Any) -> str:
+    return _algorithm(obj[Attribute.KEY_TYPE])
+
+
+def require(key: TokenKey, ref: KeyRef, *algorithms: str, operation: str) -> None:
     """`KeyTypeError` unless the key's algorithm is one of `algorithms`."""
-    got = algorithm_of(obj)
+    got = _algorithm(key.key_type)
     if got not in algorithms:
         wanted = " or ".join(algorithms)
         raise KeyTypeError(
@@ -161,9 +212,9 @@ def require(obj: Any, ref: KeyRef, *algorithms: str, operation: str) -> None:
         )
 
 
-def require_double_length_tdes(obj: Any, ref: KeyRef, *, operation: str) -> None:
-    require(obj, ref, TDES, operation=operation)
-    if obj[Attribute.KEY_TYPE] != KeyType.DES2:
+def require_double_length_tdes(key: TokenKey, ref: KeyRef, *, operation: str) -> None:
+    require(key, ref, TDES, operation=operation)
+    if key.key_type != KeyType.DES2:
         raise KeyLengthError(
             f"{operation} with key {ref} needs a double-length (16-byte) TDES key, got 24 bytes"
         )
@@ -214,7 +265,8 @@ def check_value(session: Any, obj: Any, ref: KeyRef) -> str:
         return bytes(obj.sign(bytes(16), mechanism=Mechanism.AES_CMAC))[:KCV_BYTES].hex().upper()
     if algorithm == EC and obj[Attribute.EC_PARAMS] == P256_PARAMS:
         try:
-            point = public_point(find_public(session, obj, ref))
+            public = _find(session, ref.label, ref.version, (ObjectClass.PUBLIC_KEY,))
+            point = public_point(public.obj)
         except KeyNotFound:
             return ""  # listed all the same; sign works, verify will say what is missing
         spki = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point).public_bytes(
@@ -227,7 +279,8 @@ def check_value(session: Any, obj: Any, ref: KeyRef) -> str:
 def list_keys(session: Any) -> list[KeyInfo]:
     infos = []
     for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
-        for obj in list(session.get_objects({Attribute.CLASS: object_class})):
+        template = {Attribute.CLASS: object_class, Attribute.TOKEN: True}
+        for obj in list(session.get_objects(template)):
             label, version = str(obj[Attribute.LABEL]), _version_of(obj)
             if version is None or COMPANION_SUFFIX in label:
                 continue

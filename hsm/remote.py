@@ -16,6 +16,13 @@ Invariants:
 - errors come back as the classes the soft backend raises (`KeyNotFound`,
   `KeyTypeError`, `DataLengthError`...), and verify commands return False on a
   mismatch; inputs the wire cannot carry are refused before anything is sent.
+
+Latency: asyncio and uvloop set TCP_NODELAY on every TCP transport (both ends read 1
+with getsockopt) and a message leaves in one write, so no Nagle / delayed-ACK stall
+(40 ms) can occur. With one request in flight a round trip is two process wake-ups
+plus ~20 µs of framing (hsm.remote_wire) and the operation: on these 2-vCPU VMs a
+wake-up on the other core costs ~50-100 µs, on the same core ~25 µs; requests in
+flight on several connections overlap those waits.
 """
 
 from __future__ import annotations

@@ -1,18 +1,33 @@
 """HSM operation throughput per backend (run by `make bench`, not by `make test`).
-Figures go to docs/PERFORMANCE.md with the command that produced them."""
+Figures go to docs/PERFORMANCE.md with the command that produced them.
+
+Every benchmark runs on uvloop, as the engine does. "in flight" is how many operations
+are awaited concurrently (1: each waits for the previous one). The PKCS#11 card
+cryptogram is measured both on one card repeated and on 200 distinct cards per round,
+so that a cache helping only a repeated card could not pass for throughput. The
+`processes` benchmarks run the PKCS#11 backend in worker processes, each with its own
+token thread and login (the way the design scales it), and count all their operations.
+
+Pin the run to one core (`taskset -c 1 make bench`) for per-core figures: on these
+VMs a wake-up across cores costs ~50-100 µs, which is most of a PKCS#11 or remote
+round trip when nothing else runs (docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
+import uvloop
 
 from hsm import cardauth, emv, mac
 from hsm.keys import hmac_key, tdes
@@ -33,7 +48,7 @@ def run_loop(
     benchmark: Any, make: Callable[[], Coroutine[Any, Any, object]], per_round: int = 200
 ) -> None:
     """Benchmark `per_round` sequential awaits of one operation in one event loop."""
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
 
     async def burst() -> None:
         for _ in range(per_round):
@@ -80,7 +95,7 @@ def test_soft_arqc_verify(benchmark: Any, soft: SoftHsm) -> None:
 
 
 def test_soft_ecdsa_verify(benchmark: Any, soft: SoftHsm) -> None:
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
     signature = loop.run_until_complete(soft.sign(KeyRef("ecard.sign"), b"token", deadline_s=T))
     loop.close()
     ref = KeyRef("ecard.sign")
@@ -134,7 +149,7 @@ def run_remote(
     concurrency: int,
 ) -> None:
     """Rounds of 200 operations, `concurrency` in flight, through a pool of as many."""
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
     client = RemoteHsm("127.0.0.1", port, pool_size=min(concurrency, 64))
 
     async def burst() -> None:
@@ -228,43 +243,90 @@ def pkcs11_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pkcs11.lib(PKCS11_MODULE).finalize()
 
 
-def run_pkcs11(
-    benchmark: Any, token: str, make: Callable[[Pkcs11Hsm], Coroutine[Any, Any, object]]
+async def in_flight(
+    make: Callable[[int], Coroutine[Any, Any, object]], total: int, concurrency: int
 ) -> None:
-    loop = asyncio.new_event_loop()
-    hsm = loop.run_until_complete(
-        Pkcs11Hsm.open(
-            PKCS11_MODULE,
-            token,
-            "123456",
-            max_waiting=1000,
-            deadline_s=10,
-            allow_composed_retail_mac=True,
-        )
+    """`total` operations (operation i is `make(i)`), `concurrency` awaited at a time."""
+
+    async def worker(first: int) -> None:
+        for i in range(first, total, concurrency):
+            assert await make(i)
+
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+
+
+async def open_pkcs11(token: str) -> Pkcs11Hsm:
+    return await Pkcs11Hsm.open(
+        PKCS11_MODULE,
+        token,
+        "123456",
+        max_waiting=1000,
+        deadline_s=10,
+        allow_composed_retail_mac=True,
     )
 
-    async def burst() -> None:
-        for _ in range(200):
-            assert await make(hsm)
+
+def run_pkcs11(
+    benchmark: Any,
+    token: str,
+    make: Callable[[Pkcs11Hsm, int], Coroutine[Any, Any, object]],
+    concurrency: int = 1,
+) -> None:
+    """Rounds of 200 operations (`make(hsm, i)`, i = 0..199), `concurrency` in flight."""
+    loop = uvloop.new_event_loop()
+    hsm = loop.run_until_complete(open_pkcs11(token))
+
+    def burst() -> None:
+        loop.run_until_complete(in_flight(lambda i: make(hsm, i), 200, concurrency))
 
     try:
-        benchmark.pedantic(
-            lambda: loop.run_until_complete(burst()), rounds=10, iterations=1, warmup_rounds=1
-        )
+        benchmark.pedantic(burst, rounds=10, iterations=1, warmup_rounds=1)
     finally:
         loop.run_until_complete(hsm.close())
         loop.close()
     benchmark.extra_info["operations_per_round"] = 200
+    benchmark.extra_info["in_flight"] = concurrency
 
 
-def test_pkcs11_card_cryptogram_verify(benchmark: Any, pkcs11_token: str) -> None:
+def card_cryptograms(cards: int) -> list[tuple[bytes, bytes]]:
+    """(card_sn, good cryptogram) for `cards` distinct card serials, by software."""
+    master = tdes(material("card.3des"))
+    out = []
+    for n in range(cards):
+        card_sn = CARD_SN[:8] + n.to_bytes(8, "big")
+        card_key = cardauth.derive_card_key(master, card_sn)
+        out.append((card_sn, cardauth.internal_auth_cryptogram(card_key, FACTOR, CHALLENGE)))
+    return out
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_pkcs11_card_cryptogram_verify(benchmark: Any, pkcs11_token: str, concurrency: int) -> None:
+    """One card, repeated."""
     card_key = cardauth.derive_card_key(tdes(material("card.3des")), CARD_SN)
     good = cardauth.internal_auth_cryptogram(card_key, FACTOR, CHALLENGE)
     ref = KeyRef("card.3des")
     run_pkcs11(
         benchmark,
         pkcs11_token,
-        lambda h: h.verify_card_cryptogram(ref, CARD_SN, FACTOR, CHALLENGE, good, deadline_s=T),
+        lambda h, _: h.verify_card_cryptogram(ref, CARD_SN, FACTOR, CHALLENGE, good, deadline_s=T),
+        concurrency,
+    )
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_pkcs11_card_cryptogram_verify_distinct_cards(
+    benchmark: Any, pkcs11_token: str, concurrency: int
+) -> None:
+    """200 different card serials per round: no card repeats within a round."""
+    cards = card_cryptograms(200)
+    ref = KeyRef("card.3des")
+    run_pkcs11(
+        benchmark,
+        pkcs11_token,
+        lambda h, i: h.verify_card_cryptogram(
+            ref, cards[i][0], FACTOR, CHALLENGE, cards[i][1], deadline_s=T
+        ),
+        concurrency,
     )
 
 
@@ -275,7 +337,7 @@ def test_pkcs11_hmac_verify(benchmark: Any, pkcs11_token: str) -> None:
     run_pkcs11(
         benchmark,
         pkcs11_token,
-        lambda h: h.mac_verify(ref, MacAlgorithm.hmac_sha256, data, tag, deadline_s=T),
+        lambda h, _: h.mac_verify(ref, MacAlgorithm.hmac_sha256, data, tag, deadline_s=T),
     )
 
 
@@ -288,12 +350,12 @@ def test_pkcs11_arqc_verify(benchmark: Any, pkcs11_token: str) -> None:
     run_pkcs11(
         benchmark,
         pkcs11_token,
-        lambda h: h.verify_arqc(ref, PAN, PSN, ATC, CDOL1, arqc, deadline_s=T),
+        lambda h, _: h.verify_arqc(ref, PAN, PSN, ATC, CDOL1, arqc, deadline_s=T),
     )
 
 
 def test_pkcs11_ecdsa_verify(benchmark: Any, pkcs11_token: str) -> None:
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
     soft = SoftHsm(KeyStore(conformance_key_entries()))
     signature = loop.run_until_complete(soft.sign(KeyRef("ecard.sign"), b"token", deadline_s=T))
     loop.close()
@@ -301,5 +363,72 @@ def test_pkcs11_ecdsa_verify(benchmark: Any, pkcs11_token: str) -> None:
     run_pkcs11(
         benchmark,
         pkcs11_token,
-        lambda h: h.verify_signature(ref, b"token", signature, deadline_s=T),
+        lambda h, _: h.verify_signature(ref, b"token", signature, deadline_s=T),
     )
+
+
+# --- PKCS#11 backend in worker processes, each with its own thread and login -----------
+
+
+def _pkcs11_process(token: str, concurrency: int, orders: Connection) -> None:
+    """A benchmark worker process: open the backend, then for every number n received
+    run n card verifications on distinct cards and answer; stop on 0."""
+    cards = card_cryptograms(200)
+    ref = KeyRef("card.3des")
+
+    async def serve() -> None:
+        hsm = await open_pkcs11(token)
+        orders.send("ready")
+        try:
+            while n := orders.recv():
+
+                def make(i: int) -> Coroutine[Any, Any, bool]:
+                    card_sn, good = cards[i % len(cards)]
+                    return hsm.verify_card_cryptogram(
+                        ref, card_sn, FACTOR, CHALLENGE, good, deadline_s=T
+                    )
+
+                await in_flight(make, n, concurrency)
+                orders.send(n)
+        finally:
+            await hsm.close()
+
+    uvloop.run(serve())
+
+
+@pytest.mark.parametrize(("processes", "concurrency"), [(1, 8), (2, 1), (2, 8)])
+def test_pkcs11_card_cryptogram_verify_processes(
+    benchmark: Any, pkcs11_token: str, processes: int, concurrency: int
+) -> None:
+    """Distinct cards; per round 200 operations in each process. Processes start with
+    "spawn" (a forked child would inherit the parent's initialised PKCS#11 library) and
+    one after the other: SoftHSM2 answered C_GetTokenInfo with CKR_GENERAL_ERROR once
+    when two processes opened its file store at the same moment."""
+    context = multiprocessing.get_context("spawn")
+    pipes, children = [], []
+    try:
+        for _ in range(processes):
+            ours, theirs = context.Pipe()
+            child = context.Process(
+                target=_pkcs11_process, args=(pkcs11_token, concurrency, theirs)
+            )
+            child.start()
+            pipes.append(ours)
+            children.append(child)
+            assert ours.poll(60) and ours.recv() == "ready"
+
+        def burst() -> None:
+            for pipe in pipes:
+                pipe.send(200)
+            for pipe in pipes:
+                assert pipe.poll(60) and pipe.recv() == 200
+
+        benchmark.pedantic(burst, rounds=10, iterations=1, warmup_rounds=1)
+    finally:
+        for pipe in pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(0)
+        for child in children:
+            child.join(30)
+    benchmark.extra_info["operations_per_round"] = 200 * processes
+    benchmark.extra_info["in_flight"] = concurrency * processes

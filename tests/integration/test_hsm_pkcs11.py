@@ -25,7 +25,7 @@ import pkcs11
 import pytest
 from pkcs11 import Attribute, ObjectClass
 
-from hsm import cardauth, emv, mac, pinblock
+from hsm import cardauth, emv, mac, pinblock, pkcs11_keys
 from hsm.errors import AlgorithmUnavailable, KeyTypeError, PinBlockError
 from hsm.keys import aes, sm4, tdes
 from hsm.keystore import KeyEntry, KeyType
@@ -139,14 +139,19 @@ async def test_check_values_are_computed_by_the_token_and_equal_the_soft_backend
 async def test_every_key_object_is_sensitive_unextractable_and_derived_keys_are_destroyed(
     token: str,
 ) -> None:
+    """Token objects are untouched by operations; the only session objects left after
+    them are the session copies of the stored keys that were used (hsm.pkcs11_keys),
+    as sensitive and unextractable as their originals and destroyed when the handle
+    cache forgets them; no derived key outlives its call."""
     worker = Pkcs11Worker(MODULE, token, PIN, max_waiting=MAX_WAITING)
     await worker.start(deadline_s=10)
     hsm = Pkcs11Hsm(worker, allow_composed_retail_mac=True)
 
-    def key_objects(session: Any) -> list[tuple[str, bool, bool, str]]:
+    def key_objects(session: Any, on_token: bool) -> list[tuple[str, bool, bool, str]]:
         found = []
         for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
-            for obj in list(session.get_objects({Attribute.CLASS: object_class})):
+            template = {Attribute.CLASS: object_class, Attribute.TOKEN: on_token}
+            for obj in list(session.get_objects(template)):
                 try:
                     obj[Attribute.VALUE]
                     readable = "VALUE readable"
@@ -162,12 +167,16 @@ async def test_every_key_object_is_sensitive_unextractable_and_derived_keys_are_
                 )
         return sorted(found)
 
+    async def listing(on_token: bool) -> list[tuple[str, bool, bool, str]]:
+        return await worker.call(lambda s: key_objects(s, on_token), deadline_s=T)
+
     try:
-        before = await worker.call(key_objects, deadline_s=T)
+        before = await listing(on_token=True)
         expected = {label for label, (t, _) in TEST_KEYS.items() if t is not KeyType.sm4}
         assert expected | {"zpk.a#k1"} <= {label for label, *_ in before}
         assert not {label for label, *_ in before if label.endswith("#k1")} - {"zpk.a#k1"}
         assert {(s, x, r) for _, s, x, r in before} == {(True, False, "VALUE sensitive")}
+        assert await listing(on_token=False) == []
         master = tdes(material("card.3des"))
         good = cardauth.internal_auth_cryptogram(
             cardauth.derive_card_key(master, CARD_SN), bytes(8), bytes(8)
@@ -180,7 +189,35 @@ async def test_every_key_object_is_sensitive_unextractable_and_derived_keys_are_
         await hsm.verify_terminal_mac(
             KeyRef("terminal.mac.master"), "T1", b"m", bytes(32), deadline_s=T
         )
-        assert await worker.call(key_objects, deadline_s=T) == before
+        assert await listing(on_token=True) == before
+        copies = await listing(on_token=False)
+        assert [label for label, *_ in copies] == ["card.3des", "emv.imk", "terminal.mac.master"]
+        assert {(s, x, r) for _, s, x, r in copies} == {(True, False, "VALUE sensitive")}
+        await worker.call(lambda s: pkcs11_keys.forget_handles(), deadline_s=T)
+        assert await listing(on_token=False) == []
+    finally:
+        await hsm.close()
+
+
+async def test_session_copies_of_expired_cache_entries_are_destroyed(
+    token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every cache entry expiring at once, each operation finds its key anew and
+    makes a new session copy; the expired copies are destroyed, not piled up."""
+    monkeypatch.setattr(pkcs11_keys, "HANDLE_TTL_S", 0.0)
+    hsm = await Pkcs11Hsm.open(MODULE, token, PIN, max_waiting=MAX_WAITING, deadline_s=10)
+
+    def session_keys(session: Any) -> list[str]:
+        template = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.TOKEN: False}
+        return sorted(obj[Attribute.LABEL] for obj in session.get_objects(template))
+
+    try:
+        for _ in range(20):
+            out = await hsm.mac_generate(
+                KeyRef("mac.aes"), MacAlgorithm.aes_cmac, b"x", deadline_s=T
+            )
+            assert out == mac.cmac(aes(material("mac.aes")), b"x")
+        assert await hsm._worker.call(session_keys, deadline_s=T) == ["mac.aes"]
     finally:
         await hsm.close()
 

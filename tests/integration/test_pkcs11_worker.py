@@ -1,13 +1,17 @@
 """The PKCS#11 worker against a real SoftHSM2 token: every call from many concurrent
 tasks runs on one thread with one login (SoftHSM2 would abort the process
 otherwise), results match an independent software computation, deadlines and the
-waiting bound hold, and a missing module, token or key and a wrong PIN each give
-their own error. Wrong-PIN and bad-module cases run in a fresh process because
+waiting bound hold, queued calls run in order in batches and are skipped once their
+deadline has passed, the raw function-list calls (hsm.pkcs11_raw) hit the right entry
+points and map the token's errors, and a missing module, token or key and a wrong PIN
+each give their own error. Wrong-PIN and bad-module cases run in a fresh process because
 PKCS#11 login state belongs to the process."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import math
 import os
 import subprocess
 import sys
@@ -19,8 +23,11 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
+from hsm.pkcs11_raw import _SIGNATURES
 from hsm.pkcs11_worker import (
+    BATCH_MAX,
     Pkcs11Busy,
+    Pkcs11Error,
     Pkcs11KeyNotFound,
     Pkcs11Timeout,
     Pkcs11Worker,
@@ -129,6 +136,103 @@ async def test_deadline_and_waiting_bound(token: str) -> None:
     finally:
         release.set()
         await worker.close()
+
+
+async def test_calls_queued_behind_a_busy_thread_run_in_batches_and_in_order(token: str) -> None:
+    """While the token thread is held, 40 calls queue up; released, the thread runs
+    them in submission order, BATCH_MAX at a time, and hands each batch back in one
+    event-loop callback (the wake-ups the batching saves)."""
+    worker = Pkcs11Worker(MODULE, token, PIN, max_waiting=100)
+    await worker.start(deadline_s=10)
+    release = threading.Event()
+    order: list[int] = []
+    try:
+        held = asyncio.ensure_future(worker.call(lambda s: release.wait(5), deadline_s=10))
+        await asyncio.sleep(0.05)
+        calls, batches = worker.calls, worker.batches
+        queued = [
+            asyncio.ensure_future(worker.call(lambda s, i=i: order.append(i) or i, deadline_s=10))
+            for i in range(40)
+        ]
+        await asyncio.sleep(0)
+        release.set()
+        assert await held is True
+        assert await asyncio.gather(*queued) == list(range(40))
+        assert order == list(range(40))
+        assert worker.calls - calls == 1 + 40
+        assert worker.batches - batches == 1 + math.ceil(40 / BATCH_MAX)
+    finally:
+        release.set()
+        await worker.close()
+
+
+async def test_a_call_whose_deadline_passes_in_the_queue_is_not_run(token: str) -> None:
+    worker = Pkcs11Worker(MODULE, token, PIN, max_waiting=10)
+    await worker.start(deadline_s=10)
+    release = threading.Event()
+    ran: list[str] = []
+    try:
+        held = asyncio.ensure_future(worker.call(lambda s: release.wait(5), deadline_s=10))
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(worker.call(lambda s: ran.append("late"), deadline_s=0.05))
+        with pytest.raises(Pkcs11Timeout, match=r"exceeded 0\.05s"):
+            await late
+        release.set()
+        await held
+        assert await worker.call(lambda s: "after", deadline_s=10) == "after"
+        assert ran == []
+    finally:
+        release.set()
+        await worker.close()
+
+
+async def test_raw_function_list_matches_the_modules_exported_entry_points(token: str) -> None:
+    """hsm.pkcs11_raw reads CK_FUNCTION_LIST by position; SoftHSM2 also exports every
+    function by name, so each position must hold the function of that name."""
+    worker = Pkcs11Worker(MODULE, token, PIN, max_waiting=10)
+    await worker.start(deadline_s=10)
+    try:
+        library = ctypes.CDLL(MODULE)
+        for name in _SIGNATURES:
+            exported = ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+            assert worker.raw.function_address(name) == exported, name
+    finally:
+        await worker.close()
+    with pytest.raises(Pkcs11Error, match="raw session of a worker that is closed"):
+        worker.raw  # noqa: B018
+
+
+async def test_raw_calls_answer_as_the_token_does_and_map_its_errors(token: str) -> None:
+    worker = Pkcs11Worker(MODULE, token, PIN, max_waiting=10)
+    await worker.start(deadline_s=10)
+    raw = worker.raw
+    data = bytes(range(48))
+
+    def cmac_and_errors(session: object) -> tuple[bytes, bool, str, str]:
+        import pkcs11
+
+        key = find_key(session, "cmac-key").handle
+        tag = raw.sign(key, pkcs11.Mechanism.AES_CMAC, data)
+        # C_Verify with CKM_AES_CMAC: a wrong tag is False, not an exception
+        wrong = raw.verify(key, pkcs11.Mechanism.AES_CMAC, data, bytes(16))
+        try:
+            raw.encrypt(0x7FFF_FFFF, pkcs11.Mechanism.AES_ECB, bytes(16))
+        except pkcs11.exceptions.PKCS11Error as exc:
+            bad_handle = type(exc).__name__
+        try:
+            raw.sign(key, pkcs11.Mechanism.DES3_CMAC, data)
+        except pkcs11.exceptions.PKCS11Error as exc:
+            bad_type = type(exc).__name__
+        return tag, wrong, bad_handle, bad_type
+
+    try:
+        tag, wrong, bad_handle, bad_type = await worker.call(cmac_and_errors, deadline_s=10)
+    finally:
+        await worker.close()
+    assert tag == software_cmac(data)
+    assert wrong is False
+    # SoftHSM2's return codes, as python-pkcs11 names them (hsm.pkcs11 maps these)
+    assert (bad_handle, bad_type) == ("ObjectHandleInvalid", "KeyTypeInconsistent")
 
 
 SCRIPT = """
