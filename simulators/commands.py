@@ -82,6 +82,9 @@ def add_sim(
     )
     hsm_server.add_arguments(hsm)
     hsm.set_defaults(plugin_main=_hsm, plugin_needs_database=False)
+    from simulators.card_commands import add_card_commands
+
+    add_card_commands(sims)
 
 
 async def _his(args: argparse.Namespace, dsn: str) -> None:
