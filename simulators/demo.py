@@ -25,6 +25,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulators.card.keys import IssuerMasters
 from simulators.keys import terminal_keys_from_env
 from simulators.report import run_his_and_report
 
@@ -117,6 +118,7 @@ def main() -> int:
         raise RuntimeError(f"hsm init failed: {made.stderr.strip()[-500:]}")
     print(f"  soft HSM key file {env['YIKATONG_HSM_KEY_FILE']}: demo key hierarchy created")
     terminal_keys = terminal_keys_from_env(env)
+    masters = IssuerMasters.from_env(env)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -133,7 +135,7 @@ def main() -> int:
             print(f"  {seeded.stdout.strip()}")
             print(f"  simulated hospitals: {visits} outpatient visits, {concurrency} at a time")
             stats = asyncio.run(
-                run_his_and_report(base, SEED, persons, visits, concurrency, terminal_keys)
+                run_his_and_report(base, SEED, persons, visits, concurrency, terminal_keys, masters)
             )
             checked = _engine_cli(env, "ledger", "check")
             print("  " + "\n  ".join(checked.stdout.strip().splitlines()))

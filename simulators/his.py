@@ -5,6 +5,11 @@ through the client SDK, as an integrator's system would:
     some above their price ceiling) → 2206 pre-settle → 2207 settle, and for a share of
     visits 2208 cancel settlement → 2205 cancel details → 2202 cancel registration.
 
+A share of patients show their social security card: a virtual card (personalised
+with keys diversified from the issuer masters in the demo key file) sits in an
+in-memory reader and the card agent (terminals.agent) runs the whole authenticated
+flow — 9301 challenge, INTERNAL/EXTERNAL AUTHENTICATE, PIN for some, 1101 by card.
+
 Visits run concurrently (bounded) across the population's hospitals; every answer is
 checked against the DOMAIN.md §2.8 identities, and the run returns counts, amounts
 and per-transaction latencies for the demo report.
@@ -13,6 +18,7 @@ and per-transaction latencies for the demo report.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import decimal
 import random
@@ -23,10 +29,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from card.memory import MemoryReader
+from simulators.card.factory import build_card
+from simulators.card.keys import IssuerMasters
 from simulators.population import Institution, Population
+from terminals.agent.core import CardAgent, Identified
 from terminals.checks import identity_failures
 from terminals.client import Client, Credentials, yuan
-from terminals.messages import setl
+from terminals.messages import setl, tx1101
 
 CENT = decimal.Decimal("0.01")
 
@@ -43,6 +53,7 @@ class Stats:
     medfee_fen: int = 0
     latencies_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     identity_failures: int = 0
+    card_visits: int = 0
     elapsed_s: float = 0.0
 
 
@@ -68,6 +79,8 @@ class HisSimulator:
         seed: int,
         terminal_keys: Callable[[str], bytes],
         cancel_share: float = 0.1,
+        masters: IssuerMasters | None = None,
+        card_share: float = 0.3,
     ) -> None:
         self.terminal_keys = terminal_keys
         self.base_url = base_url
@@ -76,6 +89,13 @@ class HisSimulator:
         self.cancel_share = cancel_share
         self.stats = Stats()
         self.hospitals: list[Hospital] = []
+        # Cards need the issuer's master keys to be personalised; without them every
+        # visit identifies the patient by ID number.
+        self.masters = masters
+        self.card_share = card_share if masters is not None else 0.0
+        # One thread for every in-memory card: card steps take microseconds, and one
+        # thread keeps the simulator's footprint flat however many visits run at once.
+        self._card_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cards")
 
     async def _timed(self, infno: str, coro: object) -> object:
         started = time.perf_counter()
@@ -129,14 +149,39 @@ class HisSimulator:
             )
         return lines
 
+    def close(self) -> None:
+        self._card_thread.shutdown(wait=False)
+
+    async def _identify(
+        self, h: Hospital, index: int, today: dt.date
+    ) -> tuple[tx1101.Output, str, str]:
+        """1101 the way the patient shows up: a share with the social security card
+        through the card agent (challenge, card cryptogram, PIN), the rest by ID number.
+        Returns the answer and the credential (mdtrt_cert_type, mdtrt_cert_no)."""
+        person = self.pop.persons[index]
+        card = self.pop.card(index)
+        usable = card.status == "active" and card.expiry_date >= today
+        if self.masters is not None and usable and self.rng.random() < self.card_share:
+            icc = build_card(card, person, self.masters)
+            reader = MemoryReader(icc, name=f"{h.inst.terminal_id} reader")
+            agent = CardAgent(reader, h.client, card_executor=self._card_thread)
+            pin = card.pin if self.rng.random() < 0.5 else None
+            got = await self._timed("card", agent.person_info(pin=pin))
+            assert isinstance(got, Identified)
+            self.stats.card_visits += 1
+            return got.person, "03", card.card_no
+        info = await self._timed("1101", h.client.person_info_by_id_number(person.certno))
+        assert isinstance(info, tx1101.Output)
+        return info, "02", person.certno
+
     async def visit(self) -> None:
         h = self.rng.choice(self.hospitals)
-        person = self.rng.choice(self.pop.persons)
+        index = self.rng.randrange(len(self.pop.persons))
         c = h.client
         t = self._timed
-        info = await t("1101", c.person_info_by_id_number(person.certno))
-        insu = info.insuinfo[0]  # type: ignore[attr-defined]
-        region, psn_no = insu.insuplc_admdvs, info.baseinfo.psn_no  # type: ignore[attr-defined]
+        info, cert_type, cert_no = await self._identify(h, index, dt.date.today())
+        insu = info.insuinfo[0]
+        region, psn_no = insu.insuplc_admdvs, info.baseinfo.psn_no
         h.visit_no += 1
         ipt_otp_no = f"MZ{h.visit_no:08d}"  # taken now: other visits of h run meanwhile
         now = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -148,8 +193,8 @@ class HisSimulator:
                     "psn_no": psn_no,
                     "insutype": insu.insutype,
                     "begntime": now,
-                    "mdtrt_cert_type": "02",
-                    "mdtrt_cert_no": person.certno,
+                    "mdtrt_cert_type": cert_type,
+                    "mdtrt_cert_no": cert_no,
                     "ipt_otp_no": ipt_otp_no,
                     "dept_code": "A03",
                     "dept_name": "内科",
@@ -180,8 +225,8 @@ class HisSimulator:
         )
         settle_data = {
             "psn_no": psn_no,
-            "mdtrt_cert_type": "02",
-            "mdtrt_cert_no": person.certno,
+            "mdtrt_cert_type": cert_type,
+            "mdtrt_cert_no": cert_no,
             "med_type": "11",
             "medfee_sumamt": yuan(total),
             "mdtrt_id": mdtrt_id,

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 
+from simulators.card.keys import IssuerMasters
 from simulators.his import HisSimulator, Stats
 from simulators.population import generate
 
@@ -30,6 +31,7 @@ def print_report(stats: Stats) -> None:
     rate = stats.settlements / max(stats.elapsed_s, 1e-9)
     print(f"  settlements (2207)   {stats.settlements:>10,}   {rate:.1f}/s")
     print(f"  cancellations (2208) {stats.cancellations:>10,}")
+    print(f"  patients by card     {stats.card_visits:>10,}   (9301 + card cryptogram + 1101)")
     print(f"  refused or failed    {sum(stats.refused.values()):>10,}")
     for reason, count in sorted(stats.refused.items(), key=lambda kv: -kv[1])[:5]:
         print(f"      {count:>6} × {reason}")
@@ -54,9 +56,10 @@ async def run_his_and_report(
     visits: int,
     concurrency: int,
     terminal_keys: Callable[[str], bytes],
+    masters: IssuerMasters | None = None,
 ) -> Stats:
     pop = generate(seed, persons)
-    sim = HisSimulator(url, pop, seed=seed + 1, terminal_keys=terminal_keys)
+    sim = HisSimulator(url, pop, seed=seed + 1, terminal_keys=terminal_keys, masters=masters)
     width = 40
 
     tty = sys.stdout.isatty()
@@ -73,7 +76,10 @@ async def run_his_and_report(
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
         await sim.start(session)
-        stats = await sim.run(visits, concurrency, progress)
+        try:
+            stats = await sim.run(visits, concurrency, progress)
+        finally:
+            sim.close()
     if tty:
         sys.stdout.write("\n")
     print_report(stats)
