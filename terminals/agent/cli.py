@@ -86,7 +86,8 @@ async def _main(args: argparse.Namespace, dsn: str) -> None:
     async with aiohttp.ClientSession() as session:
         client = Client(args.engine_url, creds, session=session)
         agent = CardAgent(PcscReader(args.reader), client)
-        runner = web.AppRunner(AgentApp(agent).build(), access_log=None)
+        app = AgentApp(agent, watch_reader=PcscReader(args.reader))
+        runner = web.AppRunner(app.build(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         print(f"card agent on http://{host}:{port} for reader {args.reader!r}", flush=True)

@@ -70,7 +70,11 @@ class EventLog:
 
 
 class ReaderWatcher:
-    """Publishes presence changes of one reader into an EventLog from its own thread."""
+    """Publishes presence changes of one reader into an EventLog from its own thread.
+
+    Give it a Reader object of its own (for PC/SC: a second PcscReader on the same
+    reader name, i.e. its own context and worker): a PcscReader serves one thread at a
+    time, and sharing one would queue every card command behind the watcher's wait."""
 
     def __init__(self, reader: Reader, log: EventLog, *, poll_s: float = 0.5) -> None:
         self._reader = reader
@@ -79,6 +83,7 @@ class ReaderWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.present: bool | None = None  # last seen presence; None before the first look
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -105,9 +110,10 @@ class ReaderWatcher:
                 if not available:
                     available = True
                     self._emit("reader_available")
-                if present is not None and now_present != present:
+                changed = present is not None and now_present != present
+                present = self.present = now_present  # before the event: status agrees
+                if changed:
                     self._emit("card_inserted" if now_present else "card_removed")
-                present = now_present
                 if now_present:
                     self._reader.wait_for_removal(self._poll_s)
                 else:
@@ -115,5 +121,6 @@ class ReaderWatcher:
             except ReaderError:
                 if available:
                     available = False
+                    self.present = None
                     self._emit("reader_unavailable")
                 self._stop.wait(1.0)

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from card.reader import Reader
 from card.ssse import CardBasics, CardHolder
 from terminals.agent.core import AgentError, CardAgent, ErrorSource
 from terminals.agent.events import EventLog, ReaderWatcher
@@ -101,10 +102,13 @@ async def _local_only(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 class AgentApp:
-    def __init__(self, agent: CardAgent) -> None:
+    def __init__(self, agent: CardAgent, *, watch_reader: Reader | None = None) -> None:
+        """`watch_reader`: the Reader object the presence watcher uses (see
+        ReaderWatcher); defaults to the agent's own, which only a thread-safe reader
+        (MemoryReader) allows."""
         self.agent = agent
         self.events = EventLog(agent.reader.name)
-        self.watcher = ReaderWatcher(agent.reader, self.events)
+        self.watcher = ReaderWatcher(watch_reader or agent.reader, self.events)
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[_local_only], client_max_size=BODY_MAX_BYTES)
@@ -127,7 +131,7 @@ class AgentApp:
         return _json(
             {
                 "reader": self.agent.reader.name,
-                "card_present": self.agent.reader.card_present(),
+                "card_present": self.watcher.present,  # null until the watcher looked
                 "busy": self.agent.busy,
                 "last_event_seq": self.events.last_seq,
             }
