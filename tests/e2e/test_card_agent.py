@@ -27,6 +27,8 @@ from terminals.agent.http import AgentApp
 from terminals.client import Client
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
+from tests.e2e.helpers import assert_identities, open_visit
+from tests.e2e.test_outpatient_flow import KNOWN_VISIT
 from tests.support import hsm_env
 
 pytestmark = pytest.mark.slow
@@ -111,6 +113,24 @@ async def test_genuine_card_identifies_its_holder_through_the_agent_with_pin(
     assert status == 200 and read["card"]["card_sn"] == card.card_sn
     # EF06 needs the engine's external-auth cryptogram on generation 3 only.
     assert (read["holder"] is None) == (generation == 3)
+
+
+async def test_card_patient_visit_settles_after_the_agent_identified_them(
+    deployment: Deployment, masters: IssuerMasters, picker: Picker, rig: Rig
+) -> None:
+    """The HIS asks the agent (card + PIN), then settles the visit with the card as
+    credential (mdtrt_cert_type 03, card number) — the money identities hold."""
+    i = picker.index(usable(3))
+    card = insert(rig, deployment, masters, i, CardMode.genuine)
+    status, body = await rig.post("/v1/person-info", {"pin": card.pin})
+    assert status == 200, body
+    client = rig.agent.client
+    visit = await open_visit(client, deployment.pop.persons[i], KNOWN_VISIT[:2])
+    data = visit.settle_data(mdtrt_cert_type="03", mdtrt_cert_no=card.card_no)
+    out = await client.settle(visit.region, data)
+    assert out.setlinfo.psn_no == body["person"]["baseinfo"]["psn_no"]
+    assert_identities(out.setlinfo)
+    assert (await deployment.ledger()).balanced
 
 
 async def test_clone_is_refused_by_the_engine_as_cryptogram_mismatch(
