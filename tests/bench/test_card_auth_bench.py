@@ -32,7 +32,7 @@ from simulators.card.keys import IssuerMasters
 from simulators.pcscd import PcscdManager
 from terminals.agent.core import CardAgent
 from tests.e2e.conftest import Deployment, deployment  # noqa: F401  (fixture)
-from tests.pcsc_support import InsertCard, insert_card, pcscd  # noqa: F401  (fixtures)
+from tests.pcsc_support import InsertCard
 from tests.support import hsm_env
 
 PER_ROUND = 20
@@ -107,8 +107,8 @@ def test_card_auth_memory_8_agents(benchmark: Any, deployment: Deployment) -> No
 def test_card_auth_pcsc_sequential(
     benchmark: Any,
     deployment: Deployment,  # noqa: F811
-    pcscd: PcscdManager,  # noqa: F811
-    insert_card: InsertCard,  # noqa: F811
+    pcscd: PcscdManager,
+    insert_card: InsertCard,
 ) -> None:
     [i] = good_indexes(deployment, 1)
     insert_card(

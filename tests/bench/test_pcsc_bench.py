@@ -25,14 +25,7 @@ from card.pcsc import PcscReader
 from card.ssse import SSSE_AID
 from simulators.pcscd import PcscdManager
 from simulators.population import Population
-from tests.pcsc_support import (  # noqa: F401  (fixtures)
-    InsertCard,
-    insert_card,
-    key_env,
-    pcscd,
-    person_card,
-    population,
-)
+from tests.pcsc_support import InsertCard, person_card
 
 GET_CHALLENGE = CommandApdu(0x00, 0x84, 0x00, 0x00, le=8)
 SELECT_SSSE = CommandApdu(0x00, 0xA4, 0x04, 0x00, SSSE_AID, le=256)
@@ -41,10 +34,10 @@ SELECT_SSSE = CommandApdu(0x00, 0xA4, 0x04, 0x00, SSSE_AID, le=256)
 @pytest.fixture(params=[True, False], ids=["quickack", "no_quickack"])
 def reader(
     request: pytest.FixtureRequest,
-    pcscd: PcscdManager,  # noqa: F811
-    insert_card: InsertCard,  # noqa: F811
-    population: Population,  # noqa: F811
-    key_env: dict[str, str],  # noqa: F811
+    pcscd: PcscdManager,
+    insert_card: InsertCard,
+    population: Population,
+    key_env: dict[str, str],
 ) -> Iterator[tuple[PcscReader, bool]]:
     """A connected reader with SSSE selected on person 1's card, and whether its
     vpicc re-arms TCP_QUICKACK."""
@@ -67,10 +60,10 @@ def test_pcsc_reader_get_challenge(benchmark: Any, reader: tuple[PcscReader, boo
 
 def test_raw_scard_get_challenge(
     benchmark: Any,
-    pcscd: PcscdManager,  # noqa: F811
-    insert_card: InsertCard,  # noqa: F811
-    population: Population,  # noqa: F811
-    key_env: dict[str, str],  # noqa: F811
+    pcscd: PcscdManager,
+    insert_card: InsertCard,
+    population: Population,
+    key_env: dict[str, str],
 ) -> None:
     card, _ = person_card(population, key_env, 1)
     insert_card(card)

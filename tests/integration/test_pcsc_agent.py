@@ -21,14 +21,14 @@ from simulators.pcscd import PcscdManager
 from terminals.agent.core import CardAgent
 from terminals.agent.http import AgentApp
 from tests.e2e.conftest import Deployment, deployment  # noqa: F401  (fixture)
-from tests.pcsc_support import InsertCard, insert_card, pcscd  # noqa: F401  (fixtures)
+from tests.pcsc_support import InsertCard
 from tests.support import hsm_env
 
 
 @pytest.fixture
 async def agent_http(
     deployment: Deployment,  # noqa: F811
-    pcscd: PcscdManager,  # noqa: F811
+    pcscd: PcscdManager,
 ) -> AsyncIterator[TestClient]:
     name = pcscd.readers[0]
     card_reader, watch_reader = PcscReader(name), PcscReader(name)
@@ -42,7 +42,7 @@ async def agent_http(
 
 async def test_agent_over_pcsc_authenticates_and_reports_removal(
     deployment: Deployment,  # noqa: F811
-    insert_card: InsertCard,  # noqa: F811
+    insert_card: InsertCard,
     agent_http: TestClient,
 ) -> None:
     env = hsm_env(deployment.engine.log_path.parent)
