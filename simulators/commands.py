@@ -88,11 +88,24 @@ def add_sim(
 
 
 async def _his(args: argparse.Namespace, dsn: str) -> None:
+    from simulators.card.keys import IssuerMasters
+    from simulators.ecard import platform_from_env
     from simulators.keys import terminal_keys_from_env
     from simulators.report import run_his_and_report
 
+    # The simulated terminals, cards and e-card platform all take their keys from the
+    # demo key file the engine's soft HSM opens (YIKATONG_HSM_KEY_FILE).
     keys = terminal_keys_from_env()
-    await run_his_and_report(args.url, args.seed, args.persons, args.visits, args.concurrency, keys)
+    await run_his_and_report(
+        args.url,
+        args.seed,
+        args.persons,
+        args.visits,
+        args.concurrency,
+        keys,
+        IssuerMasters.from_env(),
+        platform_from_env(),
+    )
 
 
 async def _hsm(args: argparse.Namespace, dsn: str) -> None:

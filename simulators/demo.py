@@ -26,6 +26,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from simulators.card.keys import IssuerMasters
+from simulators.ecard import platform_from_env
 from simulators.keys import terminal_keys_from_env
 from simulators.report import run_his_and_report
 
@@ -119,6 +120,7 @@ def main() -> int:
     print(f"  soft HSM key file {env['YIKATONG_HSM_KEY_FILE']}: demo key hierarchy created")
     terminal_keys = terminal_keys_from_env(env)
     masters = IssuerMasters.from_env(env)
+    ecard = platform_from_env(env)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -135,7 +137,9 @@ def main() -> int:
             print(f"  {seeded.stdout.strip()}")
             print(f"  simulated hospitals: {visits} outpatient visits, {concurrency} at a time")
             stats = asyncio.run(
-                run_his_and_report(base, SEED, persons, visits, concurrency, terminal_keys, masters)
+                run_his_and_report(
+                    base, SEED, persons, visits, concurrency, terminal_keys, masters, ecard
+                )
             )
             checked = _engine_cli(env, "ledger", "check")
             print("  " + "\n  ".join(checked.stdout.strip().splitlines()))

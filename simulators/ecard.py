@@ -1,7 +1,7 @@
 """The e-card issuing platform: issues a person's dynamic QR token (the e-certificate a
 patient shows on a phone), signed with ECDSA P-256 under the HSM key "ecard.sign"
 through the `Hsm` protocol's `sign` — so it runs against the soft key file the
-engine's HSM uses, or any other backend. Token format: terminals.messages.tx1101.
+engine's HSM uses, or any other backend. Token format: card.ecard.
 
 Each token has a fresh random id (the national ecToken goes into `mdtrt_cert_no`, at
 most 40 characters), is valid ECARD_TOKEN_LIFETIME_S (60 s) from issue, and may be
@@ -11,10 +11,12 @@ past or replay a run.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from card.ecard import (
     ECARD_TOKEN_LIFETIME_S,
@@ -22,7 +24,9 @@ from card.ecard import (
     ecard_signing_input,
     encode_ecard_token,
 )
+from hsm.keystore import KeyStore, load_master_key
 from hsm.protocol import Hsm, KeyRef
+from hsm.soft import SoftHsm
 from simulators.population import Person
 
 SIGNING_KEY = KeyRef("ecard.sign")
@@ -89,3 +93,13 @@ class EcardPlatform:
     ) -> IssuedToken:
         """A fresh QR token for `person`, valid `lifetime_s` from `now_s`."""
         return await self.sign(self.payload_for(person, now_s=now_s, lifetime_s=lifetime_s))
+
+
+def platform_from_env(env: Mapping[str, str] | None = None) -> EcardPlatform:
+    """The platform signing with the soft HSM over the key file named by
+    YIKATONG_HSM_KEY_FILE (the demo's: the engine verifies with the same key)."""
+    from simulators.keys import DEFAULT_KEY_FILE
+
+    env = os.environ if env is None else env
+    key_file = Path(env.get("YIKATONG_HSM_KEY_FILE") or DEFAULT_KEY_FILE)
+    return EcardPlatform(SoftHsm(KeyStore.load(key_file, load_master_key(env))))

@@ -9,6 +9,7 @@ A share of patients show their social security card: a virtual card (personalise
 with keys diversified from the issuer masters in the demo key file) sits in an
 in-memory reader and the card agent (terminals.agent) runs the whole authenticated
 flow — 9301 challenge, INTERNAL/EXTERNAL AUTHENTICATE, PIN for some, 1101 by card.
+Another share shows the e-card QR (simulators.ecard signs it; 1101 by e-card).
 
 Visits run concurrently (bounded) across the population's hospitals; every answer is
 checked against the DOMAIN.md §2.8 identities, and the run returns counts, amounts
@@ -32,6 +33,7 @@ import aiohttp
 from card.memory import MemoryReader
 from simulators.card.factory import build_card
 from simulators.card.keys import IssuerMasters
+from simulators.ecard import EcardPlatform
 from simulators.population import Institution, Population
 from terminals.agent.core import CardAgent, Identified
 from terminals.checks import identity_failures
@@ -54,6 +56,7 @@ class Stats:
     latencies_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     identity_failures: int = 0
     card_visits: int = 0
+    ecard_visits: int = 0
     elapsed_s: float = 0.0
 
 
@@ -81,6 +84,8 @@ class HisSimulator:
         cancel_share: float = 0.1,
         masters: IssuerMasters | None = None,
         card_share: float = 0.3,
+        ecard: EcardPlatform | None = None,
+        ecard_share: float = 0.1,
     ) -> None:
         self.terminal_keys = terminal_keys
         self.base_url = base_url
@@ -93,6 +98,8 @@ class HisSimulator:
         # visit identifies the patient by ID number.
         self.masters = masters
         self.card_share = card_share if masters is not None else 0.0
+        self.ecard = ecard
+        self.ecard_share = ecard_share if ecard is not None else 0.0
         # One thread for every in-memory card: card steps take microseconds, and one
         # thread keeps the simulator's footprint flat however many visits run at once.
         self._card_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cards")
@@ -156,7 +163,8 @@ class HisSimulator:
         self, h: Hospital, index: int, today: dt.date
     ) -> tuple[tx1101.Output, str, str]:
         """1101 the way the patient shows up: a share with the social security card
-        through the card agent (challenge, card cryptogram, PIN), the rest by ID number.
+        through the card agent (challenge, card cryptogram, PIN), a share with the
+        e-card QR token from the issuing platform, the rest by ID number.
         Returns the answer and the credential (mdtrt_cert_type, mdtrt_cert_no)."""
         person = self.pop.persons[index]
         card = self.pop.card(index)
@@ -170,6 +178,14 @@ class HisSimulator:
             assert isinstance(got, Identified)
             self.stats.card_visits += 1
             return got.person, "03", card.card_no
+        if self.ecard is not None and self.rng.random() < self.ecard_share:
+            token = await self.ecard.issue(person)  # the patient's phone shows the QR
+            got_ecard = await self._timed(
+                "1101-ecard", h.client.person_info_by_ecard(token.token_id, token.qr)
+            )
+            assert isinstance(got_ecard, tx1101.Output)
+            self.stats.ecard_visits += 1
+            return got_ecard, "01", token.token_id
         info = await self._timed("1101", h.client.person_info_by_id_number(person.certno))
         assert isinstance(info, tx1101.Output)
         return info, "02", person.certno

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import aiohttp
 
 from simulators.card.keys import IssuerMasters
+from simulators.ecard import EcardPlatform
 from simulators.his import HisSimulator, Stats
 from simulators.population import generate
 
@@ -32,6 +33,7 @@ def print_report(stats: Stats) -> None:
     print(f"  settlements (2207)   {stats.settlements:>10,}   {rate:.1f}/s")
     print(f"  cancellations (2208) {stats.cancellations:>10,}")
     print(f"  patients by card     {stats.card_visits:>10,}   (9301 + card cryptogram + 1101)")
+    print(f"  patients by e-card   {stats.ecard_visits:>10,}   (signed QR token, 1101)")
     print(f"  refused or failed    {sum(stats.refused.values()):>10,}")
     for reason, count in sorted(stats.refused.items(), key=lambda kv: -kv[1])[:5]:
         print(f"      {count:>6} × {reason}")
@@ -44,7 +46,7 @@ def print_report(stats: Stats) -> None:
     for infno in sorted(stats.latencies_s):
         xs = stats.latencies_s[infno]
         p50, p99 = percentile(xs, 0.5) * 1000, percentile(xs, 0.99) * 1000
-        print(f"    {infno}                      {p50:8.2f} {p99:8.2f} {len(xs):8}")
+        print(f"    {infno:<26}{p50:8.2f} {p99:8.2f} {len(xs):8}")
     p50, p99 = percentile(settle, 0.5) * 1000, percentile(settle, 0.99) * 1000
     print(f"  settle p50 / p99: {p50:.2f} / {p99:.2f} ms")
 
@@ -57,9 +59,12 @@ async def run_his_and_report(
     concurrency: int,
     terminal_keys: Callable[[str], bytes],
     masters: IssuerMasters | None = None,
+    ecard: EcardPlatform | None = None,
 ) -> Stats:
     pop = generate(seed, persons)
-    sim = HisSimulator(url, pop, seed=seed + 1, terminal_keys=terminal_keys, masters=masters)
+    sim = HisSimulator(
+        url, pop, seed=seed + 1, terminal_keys=terminal_keys, masters=masters, ecard=ecard
+    )
     width = 40
 
     tty = sys.stdout.isatty()
