@@ -168,8 +168,11 @@ class HisSimulator:
         Returns the answer and the credential (mdtrt_cert_type, mdtrt_cert_no)."""
         person = self.pop.persons[index]
         card = self.pop.card(index)
-        usable = card.status == "active" and card.expiry_date >= today
-        if self.masters is not None and usable and self.rng.random() < self.card_share:
+        if (
+            self.masters is not None
+            and card.usable_on(today)
+            and self.rng.random() < self.card_share
+        ):
             icc = build_card(card, person, self.masters)
             reader = MemoryReader(icc, name=f"{h.inst.terminal_id} reader")
             agent = CardAgent(reader, h.client, card_executor=self._card_thread)

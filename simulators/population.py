@@ -101,6 +101,10 @@ class Card:
     pin: str  # the holder's PIN, 6 digits (simulation only: the issuer never knows it)
     pan: str  # 19-digit UnionPay debit PAN (Luhn), PAN sequence number "00"
 
+    def usable_on(self, day: dt.date) -> bool:
+        """Neither revoked nor expired on `day` (what the engine's 1101 checks)."""
+        return self.status == "active" and self.expiry_date >= day
+
     def __repr__(self) -> str:  # STYLE.md §10: no card numbers, PAN or PIN in logs
         return f"Card(psn_no={self.psn_no!r}, card_sn={self.card_sn[:6]}..., gen={self.generation})"
 

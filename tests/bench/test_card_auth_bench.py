@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -26,7 +25,6 @@ import uvloop
 from card.memory import MemoryReader
 from card.pcsc import PcscReader
 from card.reader import Reader
-from hsm.keystore import KeyStore
 from simulators.card.factory import build_card
 from simulators.card.keys import IssuerMasters
 from simulators.pcscd import PcscdManager
@@ -40,17 +38,14 @@ PER_ROUND = 20
 
 def masters_of(d: Deployment) -> IssuerMasters:
     env = hsm_env(d.engine.log_path.parent)
-    store = KeyStore.load(
-        Path(env["YIKATONG_HSM_KEY_FILE"]), bytes.fromhex(env["YIKATONG_HSM_MASTER_KEY"])
-    )
-    return IssuerMasters.from_keystore(store)
+    return IssuerMasters.from_env(env)
 
 
 def good_indexes(d: Deployment, n: int) -> list[int]:
     out = []
     for i in range(len(d.pop.persons)):
         c = d.pop.card(i)
-        if c.generation == 3 and c.status == "active" and c.expiry_date >= dt.date.today():
+        if c.generation == 3 and c.usable_on(dt.date.today()):
             out.append(i)
             if len(out) == n:
                 return out

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from card.memory import MemoryReader
-from hsm.keystore import KeyStore
 from simulators.card.app import CardMode
 from simulators.card.factory import build_card
 from simulators.card.keys import IssuerMasters
@@ -37,10 +35,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def masters(deployment: Deployment) -> IssuerMasters:
     env = hsm_env(deployment.engine.log_path.parent)
-    store = KeyStore.load(
-        Path(env["YIKATONG_HSM_KEY_FILE"]), bytes.fromhex(env["YIKATONG_HSM_MASTER_KEY"])
-    )
-    return IssuerMasters.from_keystore(store)
+    return IssuerMasters.from_env(env)
 
 
 class Picker:
@@ -57,9 +52,7 @@ class Picker:
 
 
 def usable(generation: int) -> Callable[[Card], bool]:
-    return lambda c: (
-        c.generation == generation and c.status == "active" and c.expiry_date >= dt.date.today()
-    )
+    return lambda c: c.generation == generation and c.usable_on(dt.date.today())
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -22,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.txn.cardauth import purge_expired
 from hsm.cardauth import external_auth_cryptogram, internal_auth_cryptogram
-from hsm.keystore import KeyStore
 from simulators.card.keys import CardKeys, IssuerMasters, card_keys, clone_keys
 from simulators.population import Card, Person
 from terminals.client import BusinessError, Client
@@ -55,16 +53,13 @@ class Cards:
 
 
 def usable(card: Card) -> bool:
-    return card.status == "active" and card.expiry_date >= dt.date.today()
+    return card.usable_on(dt.date.today())
 
 
 @pytest.fixture(scope="module")
 def cards(deployment: Deployment) -> Cards:
     env = hsm_env(deployment.engine.log_path.parent)  # the key file the engine opened
-    store = KeyStore.load(
-        Path(env["YIKATONG_HSM_KEY_FILE"]), bytes.fromhex(env["YIKATONG_HSM_MASTER_KEY"])
-    )
-    return Cards(deployment, IssuerMasters.from_keystore(store))
+    return Cards(deployment, IssuerMasters.from_env(env))
 
 
 async def present(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -18,7 +17,7 @@ from card import ecard
 from hsm.keystore import KeyStore
 from hsm.soft import SoftHsm
 from hsm.soft_admin import demo_hierarchy
-from simulators.ecard import EcardPlatform
+from simulators.ecard import EcardPlatform, platform_from_env
 from simulators.population import Person
 from terminals.client import BusinessError, Client
 from terminals.messages import tx1101
@@ -32,10 +31,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def platform(deployment: Deployment) -> EcardPlatform:
     env = hsm_env(deployment.engine.log_path.parent)  # the key file the engine opened
-    store = KeyStore.load(
-        Path(env["YIKATONG_HSM_KEY_FILE"]), bytes.fromhex(env["YIKATONG_HSM_MASTER_KEY"])
-    )
-    return EcardPlatform(SoftHsm(store))
+    return platform_from_env(env)
 
 
 async def refused(call: object) -> BusinessError:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from card.pcsc import PcscReader
-from hsm.keystore import KeyStore
 from simulators.card.factory import build_card
 from simulators.card.keys import IssuerMasters
 from simulators.pcscd import PcscdManager
@@ -46,18 +44,12 @@ async def test_agent_over_pcsc_authenticates_and_reports_removal(
     agent_http: TestClient,
 ) -> None:
     env = hsm_env(deployment.engine.log_path.parent)
-    masters = IssuerMasters.from_keystore(
-        KeyStore.load(
-            Path(env["YIKATONG_HSM_KEY_FILE"]), bytes.fromhex(env["YIKATONG_HSM_MASTER_KEY"])
-        )
-    )
+    masters = IssuerMasters.from_env(env)
     pop = deployment.pop
     i = next(
         i
         for i in range(len(pop.persons) - 1, 0, -1)  # from the end: other modules start at 0
-        if pop.card(i).generation == 3
-        and pop.card(i).status == "active"
-        and pop.card(i).expiry_date >= dt.date.today()
+        if pop.card(i).generation == 3 and pop.card(i).usable_on(dt.date.today())
     )
     card = pop.card(i)
     vpicc = insert_card(build_card(card, pop.persons[i], masters))
