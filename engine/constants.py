@@ -35,6 +35,10 @@ HTTP_LATENCY_BUCKETS_S: Final = (
     5.0,
     10.0,
 )
+# Buckets for database round trips per settlement-protocol request (a count, not a
+# duration). 0 is its own bucket: requests refused before any database work; 3 is the
+# DESIGN.md §2 budget of a state-changing request.
+TX_DB_ROUND_TRIPS_BUCKETS: Final = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60)
 
 # --- Database --------------------------------------------------------------------------
 # Migration file names: NNNN_snake_case.sql.

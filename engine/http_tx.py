@@ -7,7 +7,9 @@ body is not JSON, 200 with a field error if a field is wrong); the envelope's
 institution must be the terminal's; route `infno` through the registry; run the
 pipeline, state-changing ones inside one database transaction that also stores the
 answer for idempotency. A refusal rolls the transaction back: bad input changes
-nothing. Database trouble is 503 with Retry-After, never 500.
+nothing. Database trouble is 503 with Retry-After, never 500. Each request is counted
+once by infno and result, with its latency and its database round trips
+(engine.db.round_trips).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,8 +197,15 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
         )
     timeout_s = endpoint.services.command_timeout_s
     infno, code = "unknown", ResultCode.ok
+    # The request's every database call goes through this one connection (nonces are in
+    # memory), so its round trips are the difference of two readings of its counter.
+    # The reading after release also sees a ROLLBACK the pool's reset may send.
+    round_trips: Callable[[], int] | None = None
+    round_trips_before = 0
     try:
         async with pool.acquire(timeout=timeout_s) as conn:
+            round_trips = conn.round_trips  # bound to the connection, not to the pool proxy
+            round_trips_before = round_trips()
             status, out, code, infno = await _authenticated(request, endpoint, conn, body, received)
     except HsmError as exc:
         # The HSM is an operating dependency: its failure is "try again", not a 500 and
@@ -217,6 +227,8 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
         elapsed_s = time.perf_counter() - started
         endpoint.metrics.tx_total.labels(infno, code.name).inc()
         endpoint.metrics.tx_latency.labels(infno).observe(elapsed_s)
+        used = 0 if round_trips is None else round_trips() - round_trips_before
+        endpoint.metrics.tx_db_round_trips.labels(infno).observe(used)
     return _response(status, out, status == 503)
 
 

@@ -2,8 +2,10 @@
 
 Names follow Prometheus conventions (`_total` is added to counters by the client
 library, `_seconds` for durations). Latency buckets are fixed SLO buckets
-(`constants.HTTP_LATENCY_BUCKETS_S`). The `route` label is the route's path pattern
-(never the raw path) or `unmatched`, so a client cannot blow up label cardinality.
+(`constants.HTTP_LATENCY_BUCKETS_S`); database round trips per request have fixed
+integer buckets (`constants.TX_DB_ROUND_TRIPS_BUCKETS`). The `route` label is the
+route's path pattern (never the raw path) or `unmatched`, so a client cannot blow up
+label cardinality.
 Pool gauges are read at scrape time from the live pool.
 """
 
@@ -104,6 +106,16 @@ class EngineMetrics:
             "Time to answer a settlement-protocol transaction, by infno.",
             ["infno"],
             buckets=constants.HTTP_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.tx_db_round_trips = Histogram(
+            "yikatong_tx_db_round_trips",
+            "Round trips to PostgreSQL made for one settlement-protocol request, by infno:"
+            " simple queries (BEGIN, COMMIT, ROLLBACK), executions of prepared statements"
+            " (an executemany is one), and prepares and closes on statement-cache misses."
+            " Connection setup is not counted. Sum over count is the mean per request.",
+            ["infno"],
+            buckets=constants.TX_DB_ROUND_TRIPS_BUCKETS,
             registry=self.registry,
         )
         self.settled_fen = Counter(

@@ -1,5 +1,6 @@
 """The asyncpg connection pool with every size and timeout set explicitly from the
-config, and the readiness probe that `/readyz` uses."""
+config, and the readiness probe that `/readyz` uses. Its connections count their
+round trips to PostgreSQL (engine.db.round_trips)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import asyncpg
 
 from engine.config import DatabaseConfig
+from engine.db.round_trips import CountingConnection
 
 
 class DatabaseUnavailableError(Exception):
@@ -34,6 +36,7 @@ async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
                 timeout=cfg.connect_timeout_s,
                 command_timeout=cfg.command_timeout_s,
                 reset=_keep_session,
+                connection_class=CountingConnection,
             )
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailableError(f"cannot open the database pool: {exc}") from exc

@@ -4,6 +4,7 @@ the tests of one module; each test works with its own persons and visits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -83,10 +84,17 @@ class Deployment:
             await conn.close()
 
 
-@pytest.fixture(scope="module")
-def deployment(
-    pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def deployed(
+    pg_server: EmbeddedPostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    engine_dsn: Callable[[str], str] | None = None,
+    engine_env: dict[str, str] | None = None,
 ) -> Iterator[Deployment]:
+    """A new database with the seeded population and an engine on it. `engine_dsn`
+    maps the database name to the DSN the engine uses (for a proxy in between); the
+    seeding and the test's own queries go to the server directly."""
     name = f"e2e_{uuid.uuid4().hex[:12]}"
     dsn = pg_server.dsn.replace("/postgres?", f"/{name}?")
 
@@ -106,9 +114,12 @@ def deployment(
 
     asyncio.run(create())
     tmp: Path = tmp_path_factory.mktemp("e2e")
-    engine = EngineProcess(
-        tmp, {"YIKATONG_DATABASE_URL": dsn, "YIKATONG_DATABASE_POOL_MAX_SIZE": "20"}
-    )
+    env = {
+        "YIKATONG_DATABASE_URL": engine_dsn(name) if engine_dsn else dsn,
+        "YIKATONG_DATABASE_POOL_MAX_SIZE": "20",
+        **(engine_env or {}),
+    }
+    engine = EngineProcess(tmp, env)
     try:
         engine.wait_ready()
         pop = generate(SEED, 400, hospitals=8, pharmacies=2, items=120)
@@ -118,6 +129,14 @@ def deployment(
         yield Deployment(engine, dsn, pop, keys)
     finally:
         assert engine.stop() == 0, engine.log_text()
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    with deployed(pg_server, tmp_path_factory) as d:
+        yield d
 
 
 @pytest.fixture

@@ -1,0 +1,269 @@
+"""Database round trips per transaction code (`yikatong_tx_db_round_trips`), checked
+against the wire.
+
+The engine runs behind a proxy (tests.pg_wire) that counts the turns of every
+conversation with PostgreSQL. Requests are sent one at a time, so the turns seen
+while one request is in flight are that request's. The histogram must count each
+request once under its infno, and its sum per infno must equal the turns on the wire:
+the engine's own count is the truth as PostgreSQL sees it, whatever the next
+refactor does to the numbers themselves. The exact counts are left to that refactor;
+what is pinned is the invariants (at least one round trip for a code that reads, at
+least BEGIN + one statement + COMMIT or ROLLBACK for a state-changing one) and one
+known case: a request refused at the signature check, from a terminal already in the
+engine's cache, costs no round trip at all.
+
+The engine's background jobs (ledger sealing, card-challenge purge) run once at start
+and then only hourly here, so that no turn of theirs falls inside a request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable, Iterator
+from typing import TypeVar
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.db.embedded import EmbeddedPostgres, socket_dir_for
+from engine.txn.registry import build_registry
+from terminals import signing
+from terminals.client import PATH, BusinessError, Client, OutcomeUnknown
+from tests.e2e.conftest import Deployment, deployed
+from tests.e2e.helpers import NOW, fee_line
+from tests.pg_wire import RoundTripProxy
+from tests.support import http_get
+
+pytestmark = pytest.mark.slow
+
+METRIC = "yikatong_tx_db_round_trips"
+MUTATING = {infno for infno, spec in build_registry().items() if spec.mutating}
+T = TypeVar("T")
+
+
+class Histogram:
+    """One scrape of the round-trip histogram: per infno the count, the sum and the
+    number of requests that made no round trip (bucket le="0")."""
+
+    def __init__(self, url: str) -> None:
+        status, _, body = http_get(url + "/metrics")
+        assert status == 200
+        self.count: Counter[str] = Counter()
+        self.sum: Counter[str] = Counter()
+        self.zero: Counter[str] = Counter()
+        for family in text_string_to_metric_families(body.decode()):
+            if family.name != METRIC:
+                continue
+            for s in family.samples:
+                infno = s.labels["infno"]
+                if s.name == METRIC + "_count":
+                    self.count[infno] = int(s.value)
+                elif s.name == METRIC + "_sum":
+                    self.sum[infno] = int(s.value)
+                elif s.name == METRIC + "_bucket" and s.labels["le"] == "0.0":
+                    self.zero[infno] = int(s.value)
+
+    def __sub__(self, before: Histogram) -> Histogram:
+        delta = object.__new__(Histogram)
+        delta.count = self.count - before.count
+        delta.sum = self.sum - before.sum
+        delta.zero = self.zero - before.zero
+        return delta
+
+
+class Wire:
+    """Sends requests one at a time and books the proxy's turns to each one's infno."""
+
+    def __init__(self, proxy: RoundTripProxy) -> None:
+        self.proxy = proxy
+        self.requests: Counter[str] = Counter()
+        self.turns: Counter[str] = Counter()
+
+    async def __call__(self, infno: str, request: Awaitable[T]) -> T:
+        before = self.proxy.turns
+        try:
+            return await request
+        finally:
+            self.requests[infno] += 1
+            self.turns[infno] += self.proxy.turns - before
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(
+    pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Deployment, RoundTripProxy]]:
+    listen_dir = tmp_path_factory.mktemp("wire")
+    with (
+        RoundTripProxy(socket_dir_for(pg_server.data_dir), listen_dir) as proxy,
+        deployed(
+            pg_server,
+            tmp_path_factory,
+            engine_dsn=proxy.dsn,
+            engine_env={
+                "YIKATONG_LEDGER_SEAL_INTERVAL_S": "3600",
+                "YIKATONG_CARD_PURGE_INTERVAL_S": "3600",
+            },
+        ) as d,
+    ):
+        yield d, proxy
+
+
+async def outpatient_visit(c: Client, d: Deployment, wire: Wire, n: int) -> None:
+    """1101 → 2201 → 2203 → 2204 → 2206 → 2207 → 2208 → 2205 → 2202 for a new person,
+    and a repeat of the 2207 after its cancellation (a refusal: rolled back)."""
+    person = d.person()
+    info = await wire("1101", c.person_info_by_id_number(person.certno))
+    region = info.insuinfo[0].insuplc_admdvs
+    ipt_otp_no = f"RT{n:08d}"
+    reg = await wire(
+        "2201",
+        c.register(
+            region,
+            {
+                "psn_no": person.psn_no,
+                "insutype": person.insutype,
+                "begntime": NOW,
+                "mdtrt_cert_type": "02",
+                "mdtrt_cert_no": person.certno,
+                "ipt_otp_no": ipt_otp_no,
+            },
+        ),
+    )
+    mdtrt_id = reg.data.mdtrt_id
+    await wire(
+        "2203",
+        c.visit_info(
+            region,
+            {"mdtrt_id": mdtrt_id, "psn_no": person.psn_no, "med_type": "11", "begntime": NOW},
+            [
+                {
+                    "diag_type": "1",
+                    "diag_srt_no": 1,
+                    "diag_code": "J06.900",
+                    "diag_name": "急性上呼吸道感染",
+                    "diag_time": NOW,
+                }
+            ],
+        ),
+    )
+    items = [("TJIA0001", "100.00", "2"), ("TYI10001", "100.00", "1"), ("TBING001", "50.00", "1")]
+    lines = [fee_line(i + 1, mdtrt_id, person.psn_no, *item) for i, item in enumerate(items)]
+    await wire("2204", c.upload_fees(region, lines))
+    data = {
+        "psn_no": person.psn_no,
+        "mdtrt_cert_type": "02",
+        "mdtrt_cert_no": person.certno,
+        "med_type": "11",
+        "medfee_sumamt": "350.00",
+        "mdtrt_id": mdtrt_id,
+        "insutype": person.insutype,
+        "acct_used_flag": "1",
+    }
+    await wire("2206", c.pre_settle(region, data))
+    out = await wire("2207", c.settle(region, data))
+    setl_id = out.setlinfo.setl_id or ""
+    await wire("2208", c.cancel_settlement(region, person.psn_no, mdtrt_id, setl_id))
+    await wire("2205", c.cancel_fees(region, person.psn_no, mdtrt_id))
+    with pytest.raises(BusinessError):  # nothing left to settle
+        await wire("2207", c.settle(region, data))
+    await wire("2202", c.cancel_registration(region, person.psn_no, mdtrt_id, ipt_otp_no))
+
+
+async def reversed_settlement(c: Client, d: Deployment, wire: Wire) -> None:
+    """2207 whose answer the HIS "lost", undone by 2601."""
+    person = d.person()
+    info = await wire("1101", c.person_info_by_id_number(person.certno))
+    region = info.insuinfo[0].insuplc_admdvs
+    reg = await wire(
+        "2201",
+        c.register(
+            region,
+            {
+                "psn_no": person.psn_no,
+                "insutype": person.insutype,
+                "begntime": NOW,
+                "mdtrt_cert_type": "02",
+                "mdtrt_cert_no": person.certno,
+                "ipt_otp_no": "RTREVERSE",
+            },
+        ),
+    )
+    mdtrt_id = reg.data.mdtrt_id
+    line = fee_line(1, mdtrt_id, person.psn_no, "TJIA0001", "100.00")
+    await wire("2204", c.upload_fees(region, [line]))
+    data = {
+        "psn_no": person.psn_no,
+        "mdtrt_cert_type": "02",
+        "mdtrt_cert_no": person.certno,
+        "med_type": "11",
+        "medfee_sumamt": "100.00",
+        "mdtrt_id": mdtrt_id,
+        "insutype": person.insutype,
+        "acct_used_flag": "1",
+    }
+    msgid = await c.msgids.next()
+    body = c.envelope("2207", msgid, {"data": data}, region)
+    status, _ = await wire("2207", c.post(body))
+    assert status == 200
+    out = await wire("2601", c.reverse(OutcomeUnknown("2207", msgid, body, TimeoutError())))
+    assert out.data.rslt == "reversed"
+
+
+async def test_round_trips_per_infno_match_the_wire_over_outpatient_flows(
+    behind_proxy: tuple[Deployment, RoundTripProxy],
+) -> None:
+    d, proxy = behind_proxy
+    wire = Wire(proxy)
+    before = Histogram(d.engine.url)
+    connections = proxy.connections
+    async with d.client() as c:
+        await wire("9001", c.sign_in())
+        for n in range(3):  # the first on a connection prepares, the later ones reuse
+            await outpatient_visit(c, d, wire, n)
+        await reversed_settlement(c, d, wire)
+        card = d.pop.card(0)
+        await wire("9301", c.card_challenge(card.card_sn))
+        await wire("9002", c.sign_out())
+    delta = Histogram(d.engine.url) - before
+
+    assert proxy.connections == connections, "a connection was opened while counting"
+    assert dict(delta.count) == dict(wire.requests)
+    for infno, requests in wire.requests.items():
+        assert delta.sum[infno] == wire.turns[infno], (infno, delta.sum[infno], wire.turns)
+        least = 3 if infno in MUTATING else 1  # BEGIN + a statement + COMMIT/ROLLBACK
+        assert delta.sum[infno] >= least * requests, (infno, delta.sum[infno], requests)
+        assert delta.zero[infno] == 0, infno
+
+
+async def test_bad_signature_from_a_cached_terminal_costs_no_round_trip(
+    behind_proxy: tuple[Deployment, RoundTripProxy],
+) -> None:
+    d, proxy = behind_proxy
+    async with d.client() as c:
+        await c.sign_in()  # the terminal is now in the engine's 30 s cache
+    creds = d.credentials(d.hospital())
+    body = b'{"infno":"1101"}'
+    headers = signing.signed_headers(
+        creds.terminal_id,
+        creds.mac_key,
+        "POST",
+        PATH,
+        body,
+        now_s=int(time.time()),
+        nonce=signing.new_nonce(),
+    )
+    headers[signing.HEADER_SIGNATURE] = "0" * 64
+    before, turns = Histogram(d.engine.url), proxy.turns
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(d.engine.url + PATH, data=body, headers=headers) as resp,
+    ):
+        assert resp.status == 401
+    delta = Histogram(d.engine.url) - before
+
+    assert proxy.turns == turns
+    assert dict(delta.count) == {"unknown": 1}
+    assert dict(delta.zero) == {"unknown": 1}
+    assert delta.sum["unknown"] == 0
