@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from engine.invariant import invariant
+
 CHECKS: tuple[tuple[str, str], ...] = (
     (
         "every journal entry balances",
@@ -35,8 +37,10 @@ CHECKS: tuple[tuple[str, str], ...] = (
     ),
     (
         "ledger accounts of persons exist",
+        # NOT EXISTS, not NOT IN: an anti-join, where NOT IN over 10^6 persons (more
+        # than work_mem can hash) rescans persons for every posting.
         "SELECT DISTINCT account FROM postings WHERE account LIKE 'acct:%'"
-        " AND substr(account, 6) NOT IN (SELECT psn_no FROM persons)",
+        " AND NOT EXISTS (SELECT 1 FROM persons p WHERE p.psn_no = substr(postings.account, 6))",
     ),
     (
         "each settlement's settle entry posts its fund, account and cash amounts",
@@ -125,7 +129,7 @@ async def check(conn: asyncpg.Connection, timeout_s: float) -> Report:
             " (SELECT count(*) FROM settlements WHERE state = 'cancelled') AS cancelled",
             timeout=timeout_s,
         )
-    assert counts is not None
+    invariant(counts is not None, "a SELECT of scalar subqueries returns one row")
     return Report(
         violations, counts["entries"], counts["postings"], counts["settled"], counts["cancelled"]
     )

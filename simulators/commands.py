@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
-from simulators.population import generate, load
+from simulators.population import stream
+from simulators.population_load import CHUNK_PERSONS, load_stream
 
 DEFAULT_SEED = 20261129
+SEED_PROGRESS_INTERVAL_S = 10.0  # a seed that takes longer says how far it is
+SEED_TIMEOUT_S = 3600.0  # per statement: a chunk's COPY, the final balance check
 
 
 def add_seed(
@@ -30,28 +34,79 @@ def add_seed(
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
     parser.add_argument("--hospitals", type=int, default=20)
     parser.add_argument("--pharmacies", type=int, default=10)
+    parser.add_argument(
+        "--chunk-persons",
+        type=int,
+        default=CHUNK_PERSONS,
+        help="persons generated and written per round of COPYs (memory grows with it)",
+    )
     parser.set_defaults(plugin_main=_seed)
+
+
+class SeedProgress:
+    """Progress lines on stderr for a long seed, at most one per interval."""
+
+    def __init__(
+        self, total: int, interval_s: float, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.total = total
+        self.interval_s = interval_s
+        self.clock = clock
+        self.started = clock()
+        self._last = self.started
+
+    def __call__(self, done: int) -> None:
+        now = self.clock()
+        elapsed_s = now - self.started
+        if done == self.total and elapsed_s >= self.interval_s:
+            # What follows (the checks made once, then commit) takes a while too.
+            self._print(
+                f"seed: {done:,} persons written in {elapsed_s:.0f}s;"
+                " checking constraints and balances, then committing"
+            )
+        elif now - self._last >= self.interval_s:
+            self._last = now
+            rate = done / elapsed_s
+            left_s = (self.total - done) / rate
+            self._print(
+                f"seed: {done:,} of {self.total:,} persons ({100 * done // self.total}%),"
+                f" {rate:,.0f} persons/s, about {left_s:.0f}s to go"
+            )
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
 
 async def _seed(args: argparse.Namespace, dsn: str) -> None:
     if args.persons < 1:
         raise SystemExit("yikatong seed: --persons must be at least 1")
+    if args.chunk_persons < 1:
+        raise SystemExit("yikatong seed: --chunk-persons must be at least 1")
     started = time.perf_counter()
-    pop = generate(args.seed, args.persons, hospitals=args.hospitals, pharmacies=args.pharmacies)
+    pop = stream(args.seed, args.persons, hospitals=args.hospitals, pharmacies=args.pharmacies)
     conn = await asyncpg.connect(dsn, timeout=30)
     try:
-        if await conn.fetchval("SELECT to_regclass('persons') IS NULL"):
+        if await conn.fetchval("SELECT to_regclass('persons') IS NULL", timeout=30):
             raise SystemExit(
                 "yikatong seed: the database is not migrated; run `yikatong db migrate`"
             )
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM persons)"):
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM persons)", timeout=30):
             raise SystemExit("yikatong seed: the database already holds persons; seed an empty one")
-        await load(conn, pop)
+        written = await load_stream(
+            conn,
+            pop.institutions,
+            pop.catalog,
+            pop.persons,
+            chunk_persons=args.chunk_persons,
+            progress=SeedProgress(args.persons, SEED_PROGRESS_INTERVAL_S),
+            timeout_s=SEED_TIMEOUT_S,
+        )
     finally:
         await conn.close()
     elapsed_s = time.perf_counter() - started
     print(
-        f"seeded {len(pop.persons)} persons, {len(pop.institutions)} institutions,"
+        f"seeded {written} persons, {len(pop.institutions)} institutions,"
         f" {len(pop.catalog)} catalog items (seed {args.seed}) in {elapsed_s:.1f}s"
     )
 

@@ -5,45 +5,32 @@ personal accounts, employed and retired; residents without).
 
 The same seed always gives the same population, so the HIS simulator knows every
 institution, terminal and person without reading the database. Terminal keys are not
-part of it: they are derived from the HSM's terminal MAC master (simulators.keys). `load()` writes it
-with COPY (100 000 persons in seconds) and funds the personal accounts with one
-balanced opening journal entry per insured region and scheme.
+part of it: they are derived from the HSM's terminal MAC master (simulators.keys).
+
+This module is the pure generator. `stream()` gives the persons as a lazy iterator of
+rows (drawn by simulators.person_draw), so that `yikatong seed` can write 10^7 of them
+in flat memory; `generate()` is the same stream collected into `Person` objects. Both
+draw from one `random.Random(seed)` in one order: institutions, catalog, then persons.
+simulators.population_load writes a population with COPY (`load()` below is its entry
+point for a `Population` in memory).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import asyncpg
+from simulators.person_draw import PersonRow, person_rows
 
-from settlement import ledger
+if TYPE_CHECKING:
+    import asyncpg
 
 HOME_REGION = "510100"  # Chengdu, the region of the shipped policy files
 NEIGHBOUR_REGION = "510700"  # Mianyang: treating region for cross-region visits
-SURNAMES = (
-    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹"
-    "彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金"
-    "石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵"
-    "万钱严覃武戴莫孔向汤"
-)
-GIVEN = (
-    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志"
-    "红玉兰文辉鹏飞宇浩然子涵欣怡梓轩雨桐"
-)
 LEVELS = ("community", "1", "2", "3")
-OPENING_ENTRY_ACCOUNTS = 200
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-ID_CHECK = "10X98765432"
-
-
-def id_number(region: str, birth: dt.date, seq: int, gender: str) -> str:
-    """A well-formed 18-digit resident ID number (GB 11643 check digit)."""
-    odd_even = seq * 2 + (1 if gender == "1" else 0)  # odd for men, even for women
-    body = f"{region[:4]}04{birth:%Y%m%d}{odd_even:03d}"
-    total = sum(int(c) * w for c, w in zip(body, ID_WEIGHTS, strict=True))
-    return body + ID_CHECK[total % 11]
 
 
 @dataclass(frozen=True)
@@ -82,6 +69,26 @@ class Person:
     emp_name: str
     acct_balance_fen: int
 
+    def row(self) -> PersonRow:
+        """The fields in declaration order, which is also the `persons` columns' order."""
+        return (
+            self.psn_no,
+            self.insuplc_admdvs,
+            self.certno,
+            self.psn_name,
+            self.gend,
+            self.brdy,
+            self.insutype,
+            self.retired,
+            self.psn_insu_date,
+            self.emp_name,
+            self.acct_balance_fen,
+        )
+
+
+# The `persons` columns the seed writes: Person's fields, in the order of a PersonRow.
+PERSON_COLUMNS = tuple(Person.__dataclass_fields__)
+
 
 @dataclass(frozen=True)
 class Card:
@@ -116,6 +123,64 @@ REVOKED_EVERY, REVOKED_AT = 89, 11  # persons whose card was revoked (reported l
 SERIAL_MULTIPLIER = 0x9E3779B1  # odd, so index -> serial is a bijection mod 2**32
 
 
+def _validity(first: dt.date, days: int) -> list[tuple[dt.date, dt.date]]:
+    """(issue, expiry) for issue dates first + 0..days-1: ten years of validity, and a
+    card issued on 29 February expires on 1 March."""
+    out = []
+    for offset in range(days):
+        issue = first + dt.timedelta(days=offset)
+        leap_day = (issue.month, issue.day) == (2, 29)
+        expiry = dt.date(issue.year + 10, 3, 1) if leap_day else issue.replace(year=issue.year + 10)
+        out.append((issue, expiry))
+    return out
+
+
+# Tables, not date arithmetic per card: the issue date cycles through these by index.
+EXPIRED_VALIDITY = _validity(dt.date(2014, 3, 1), 365)
+GEN2_VALIDITY = _validity(dt.date(2018, 1, 1), 1000)
+GEN3_VALIDITY = _validity(dt.date(2020, 1, 1), 1800)
+
+# The `cards` columns, in the order of card_record()'s tuple.
+CARD_COLUMNS = (
+    "card_sn",
+    "card_no",
+    "psn_no",
+    "insuplc_admdvs",
+    "generation",
+    "status",
+    "issue_date",
+    "expiry_date",
+)
+CardRecord = tuple[str, str, str, str, int, str, dt.date, dt.date]
+
+
+def card_record(index: int, psn_no: str, region: str) -> CardRecord:
+    """The issuer's record of the card of the person at `index` (0-based), as the
+    `cards` table holds it (CARD_COLUMNS); card_for() adds what only the chip knows.
+
+    About a third are generation 2 (3DES), the rest generation 3 (SM4); every 97th
+    card (from index 13) has expired and every 89th (from index 11) is revoked, so
+    tests and simulators find such cards at fixed indexes."""
+    serial = (index * SERIAL_MULTIPLIER + 0x1234567) % 2**32
+    generation = 2 if index % 3 == 0 else 3
+    if index % EXPIRED_EVERY == EXPIRED_AT:
+        issue, expiry = EXPIRED_VALIDITY[index % 365]
+    elif generation == 2:
+        issue, expiry = GEN2_VALIDITY[index % 1000]
+    else:
+        issue, expiry = GEN3_VALIDITY[index % 1800]
+    return (
+        f"{region}D156000005{serial:08X}FFFFFFFF",
+        f"S{index + 1:08d}",
+        psn_no,
+        region,
+        generation,
+        "revoked" if index % REVOKED_EVERY == REVOKED_AT else "active",
+        issue,
+        expiry,
+    )
+
+
 def luhn_digit(body: str) -> str:
     total = 0
     for i, ch in enumerate(reversed(body)):
@@ -125,33 +190,21 @@ def luhn_digit(body: str) -> str:
 
 
 def card_for(index: int, person: Person) -> Card:
-    """The card of the person at `index` (0-based) in `Population.persons`.
-
-    About a third are generation 2 (3DES), the rest generation 3 (SM4); every 97th
-    card (from index 13) has expired and every 89th (from index 11) is revoked, so
-    tests and simulators find such cards at fixed indexes."""
-    serial = (index * SERIAL_MULTIPLIER + 0x1234567) % 2**32
-    generation = 2 if index % 3 == 0 else 3
-    if index % EXPIRED_EVERY == EXPIRED_AT:
-        issue = dt.date(2014, 3, 1) + dt.timedelta(days=index % 365)
-    elif generation == 2:
-        issue = dt.date(2018, 1, 1) + dt.timedelta(days=index % 1000)
-    else:
-        issue = dt.date(2020, 1, 1) + dt.timedelta(days=index % 1800)
-    # Ten years of validity; a card issued on 29 February expires on 1 March.
-    leap_day = (issue.month, issue.day) == (2, 29)
-    expiry = dt.date(issue.year + 10, 3, 1) if leap_day else issue.replace(year=issue.year + 10)
+    """The card of the person at `index` (0-based) in `Population.persons`."""
+    card_sn, card_no, psn_no, region, generation, status, issue, expiry = card_record(
+        index, person.psn_no, person.insuplc_admdvs
+    )
     pan_body = f"623{index + 1:015d}"
     return Card(
-        psn_no=person.psn_no,
-        card_sn=f"{person.insuplc_admdvs}D156000005{serial:08X}FFFFFFFF",
-        card_no=f"S{index + 1:08d}",
+        psn_no=psn_no,
+        card_sn=card_sn,
+        card_no=card_no,
         generation=generation,
         card_type="3",
-        init_org=f"{person.insuplc_admdvs}000000",
+        init_org=f"{region}000000",
         issue_date=issue,
         expiry_date=expiry,
-        status="revoked" if index % REVOKED_EVERY == REVOKED_AT else "active",
+        status=status,
         pin=f"{(index * 7919 + 123457) % 1_000_000:06d}",
         pan=pan_body + luhn_digit(pan_body),
     )
@@ -211,196 +264,37 @@ def _catalog(rng: random.Random, items: int) -> list[CatalogEntry]:
     return out
 
 
-def _persons(rng: random.Random, n: int) -> list[Person]:
-    out = []
-    # ID numbers are unique: a sequence per (birth date, gender), at most 500 each.
-    per_day: dict[tuple[dt.date, str], int] = {}
-    for i in range(n):
-        gend = "1" if rng.random() < 0.5 else "2"
-        while True:
-            birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 365 * 80))
-            seq = per_day.get((birth, gend), 0)
-            if seq < 500:
-                per_day[(birth, gend)] = seq + 1
-                break
-        employee = rng.random() < 0.7
-        retired = employee and birth.year < 1966
-        name = rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
-        out.append(
-            Person(
-                psn_no=f"{HOME_REGION}{i + 1:012d}",
-                insuplc_admdvs=HOME_REGION,
-                certno=id_number("510104", birth, seq, gend),
-                psn_name=name,
-                gend=gend,
-                brdy=birth,
-                insutype="310" if employee else "390",
-                retired=retired,
-                psn_insu_date=dt.date(2010, 1, 1) + dt.timedelta(days=rng.randrange(0, 3650)),
-                emp_name=f"单位{rng.randrange(1, 500):03d}" if employee else "",
-                acct_balance_fen=rng.randrange(0, 500_000) if employee else 0,
-            )
-        )
-    return out
+@dataclass(frozen=True)
+class PopulationStream:
+    """A population whose persons are still to be drawn: iterate `persons` once."""
+
+    seed: int
+    size: int
+    institutions: list[Institution]
+    catalog: list[CatalogEntry]
+    persons: Iterator[PersonRow]
+
+
+def stream(
+    seed: int, persons: int, *, hospitals: int = 20, pharmacies: int = 10, items: int = 300
+) -> PopulationStream:
+    rng = random.Random(seed)
+    institutions = _institutions(rng, hospitals, pharmacies)
+    catalog = _catalog(rng, items)
+    rows = person_rows(rng, persons, HOME_REGION)
+    return PopulationStream(seed, persons, institutions, catalog, rows)
 
 
 def generate(
     seed: int, persons: int, *, hospitals: int = 20, pharmacies: int = 10, items: int = 300
 ) -> Population:
-    rng = random.Random(seed)
-    return Population(
-        seed=seed,
-        institutions=_institutions(rng, hospitals, pharmacies),
-        catalog=_catalog(rng, items),
-        persons=_persons(rng, persons),
-    )
+    s = stream(seed, persons, hospitals=hospitals, pharmacies=pharmacies, items=items)
+    return Population(seed, s.institutions, s.catalog, [Person(*row) for row in s.persons])
 
 
 async def load(conn: asyncpg.Connection, pop: Population, *, timeout_s: float = 600.0) -> None:
-    """Write the population in one transaction (COPY for the bulk tables)."""
-    async with conn.transaction():
-        await conn.copy_records_to_table(
-            "institutions",
-            records=[
-                (i.fixmedins_code, i.fixmedins_name, i.admdvs, i.level, i.inst_type)
-                for i in pop.institutions
-            ],
-            columns=["fixmedins_code", "fixmedins_name", "admdvs", "level", "inst_type"],
-            timeout=timeout_s,
-        )
-        await conn.copy_records_to_table(
-            "terminals",
-            records=[(i.terminal_id, i.fixmedins_code) for i in pop.institutions],
-            columns=["terminal_id", "fixmedins_code"],
-            timeout=timeout_s,
-        )
-        await conn.copy_records_to_table(
-            "operators",
-            records=[
-                (i.fixmedins_code, i.opter, f"收费员{i.opter[-3:]}") for i in pop.institutions
-            ],
-            columns=["fixmedins_code", "opter", "opter_name"],
-            timeout=timeout_s,
-        )
-        await conn.copy_records_to_table(
-            "catalog_items",
-            records=[
-                (
-                    c.med_list_codg,
-                    c.name,
-                    c.chrgitm_lv,
-                    c.list_type,
-                    c.price_ceiling_fen_per_unit,
-                    c.selfpay_prop_bp,
-                )
-                for c in pop.catalog
-            ],
-            columns=[
-                "med_list_codg",
-                "name",
-                "chrgitm_lv",
-                "list_type",
-                "price_ceiling_fen_per_unit",
-                "selfpay_prop_bp",
-            ],
-            timeout=timeout_s,
-        )
-        await conn.copy_records_to_table(
-            "persons",
-            records=[
-                (
-                    p.psn_no,
-                    p.insuplc_admdvs,
-                    p.certno,
-                    p.psn_name,
-                    p.gend,
-                    p.brdy,
-                    p.insutype,
-                    p.retired,
-                    p.psn_insu_date,
-                    p.emp_name,
-                    p.acct_balance_fen,
-                )
-                for p in pop.persons
-            ],
-            columns=[
-                "psn_no",
-                "insuplc_admdvs",
-                "certno",
-                "psn_name",
-                "gend",
-                "brdy",
-                "insutype",
-                "retired",
-                "psn_insu_date",
-                "emp_name",
-                "acct_balance_fen",
-            ],
-            timeout=timeout_s,
-        )
-        # The issuer's record of every card (engine migration 0006), derived per index.
-        await conn.copy_records_to_table(
-            "cards",
-            records=[
-                (
-                    c.card_sn,
-                    c.card_no,
-                    c.psn_no,
-                    p.insuplc_admdvs,
-                    c.generation,
-                    c.status,
-                    c.issue_date,
-                    c.expiry_date,
-                )
-                for p, c in ((p, card_for(i, p)) for i, p in enumerate(pop.persons))
-            ],
-            columns=[
-                "card_sn",
-                "card_no",
-                "psn_no",
-                "insuplc_admdvs",
-                "generation",
-                "status",
-                "issue_date",
-                "expiry_date",
-            ],
-            timeout=timeout_s,
-        )
-        await _open_accounts(conn, pop, timeout_s)
+    """Write the population in one transaction (COPY for the bulk tables), as
+    `yikatong seed` writes a streamed one."""
+    from simulators.population_load import load_population  # which imports this module
 
-
-async def _open_accounts(conn: asyncpg.Connection, pop: Population, timeout_s: float) -> None:
-    """Fund the personal accounts from contributions with balanced opening entries of
-    at most OPENING_ENTRY_ACCOUNTS accounts each (the database checks every entry's
-    balance per posting at commit, so one giant entry would cost quadratic time)."""
-    groups: dict[tuple[str, str], list[Person]] = {}
-    for p in pop.persons:
-        if p.acct_balance_fen > 0:
-            groups.setdefault((p.insuplc_admdvs, p.insutype), []).append(p)
-    records: list[tuple[int, str, int]] = []
-    for (region, insutype), people in sorted(groups.items()):
-        for start in range(0, len(people), OPENING_ENTRY_ACCOUNTS):
-            chunk = people[start : start + OPENING_ENTRY_ACCOUNTS]
-            entry_id = await conn.fetchval(
-                "INSERT INTO journal_entries (kind, insuplc_admdvs) VALUES ('opening', $1)"
-                " RETURNING entry_id",
-                region,
-                timeout=timeout_s,
-            )
-            postings = [
-                ledger.Posting(
-                    ledger.contributions_account(region, insutype),
-                    sum(p.acct_balance_fen for p in chunk),
-                )
-            ]
-            postings += [
-                ledger.Posting(ledger.personal_account(p.psn_no), -p.acct_balance_fen)
-                for p in chunk
-            ]
-            records += [(entry_id, x.account, x.amount_fen) for x in ledger.balanced(postings)]
-    await conn.copy_records_to_table(
-        "postings",
-        records=records,
-        columns=["entry_id", "account", "amount_fen"],
-        timeout=timeout_s,
-    )
+    await load_population(conn, pop, timeout_s=timeout_s)

@@ -81,3 +81,24 @@ async def test_ledger_check_passes_on_a_seeded_database_and_fails_on_a_tampered_
     assert bad.returncode == 1
     assert "VIOLATED: personal account balance" in bad.stdout
     assert psn_no in bad.stdout
+
+
+async def test_ledger_check_names_a_posting_to_the_account_of_no_person(fresh_dsn: str) -> None:
+    conn = await prepared(fresh_dsn)
+    try:
+        async with conn.transaction():
+            entry = await conn.fetchval(
+                "INSERT INTO journal_entries (kind, insuplc_admdvs) VALUES ('opening', '510100')"
+                " RETURNING entry_id"
+            )
+            await conn.execute(
+                "INSERT INTO postings (entry_id, account, amount_fen) VALUES"
+                " ($1, 'contrib:510100:310', 100), ($1, 'acct:510100999999999999', -100)",
+                entry,
+            )
+    finally:
+        await conn.close()
+    bad = ledger_check(fresh_dsn)
+    assert bad.returncode == 1
+    assert "VIOLATED: ledger accounts of persons exist" in bad.stdout
+    assert "acct:510100999999999999" in bad.stdout
