@@ -130,26 +130,38 @@ def _unb64(text: object, what: str) -> bytes:
 
 
 class KeyStore:
-    """Keys by (label, version), loaded from and saved to an encrypted file."""
+    """Keys by (label, version), loaded from and saved to an encrypted file.
+
+    `add` is the only change a store undergoes: an entry is never replaced or removed
+    in place (a new key is a new version or a new store, loaded from a new file).
+    `generation` counts the changes, so that whoever keeps something derived from the
+    keys (hsm.soft's terminal key cache) can tell that it must forget it."""
 
     def __init__(self, entries: Iterable[KeyEntry] = ()) -> None:
         self._entries: dict[tuple[str, int], KeyEntry] = {}
+        self._newest: dict[str, int] = {}  # label -> highest version
+        self.generation = 0
         for entry in entries:
             self.add(entry)
+
+    def __repr__(self) -> str:
+        return f"KeyStore({len(self._entries)} keys, generation {self.generation})"
 
     def add(self, entry: KeyEntry) -> None:
         key = (entry.label, entry.version)
         if key in self._entries:
             raise KeyStoreError(f"key {entry.label} v{entry.version} exists already")
         self._entries[key] = entry
+        self._newest[entry.label] = max(entry.version, self._newest.get(entry.label, 0))
+        self.generation += 1
 
     def get(self, label: str, version: int | None = None) -> KeyEntry:
         """The given version, or the highest version of `label` when None."""
         if version is None:
-            versions = [v for (lbl, v) in self._entries if lbl == label]
-            if not versions:
+            newest = self._newest.get(label)
+            if newest is None:
                 raise KeyStoreError(f"no key labelled {label!r}")
-            version = max(versions)
+            version = newest
         try:
             return self._entries[(label, version)]
         except KeyError:

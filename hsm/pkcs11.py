@@ -10,7 +10,10 @@ Invariants:
 - every PKCS#11 call goes through one `Pkcs11Worker` (one thread, one login,
   TOOLCHAIN.md §2.3) with the caller's deadline; a late or unreachable token is
   `HsmUnavailable`, and token errors map to `hsm.errors` classes naming the operation
-  and key, never a value;
+  and key, never a value, by CKR_* family (hsm.pkcs11_errors): device, session
+  and login errors are `HsmUnavailable`; key type, length, usage (CKA_SIGN, CKA_DERIVE
+  ... false), mechanism and template errors are misconfiguration (`HsmMisconfigured`
+  classes), which no retry clears;
 - an operation is one worker call: the key is looked up in the handle cache (a session
   copy of the stored key, with its type known: hsm.pkcs11_keys), then the module's
   functions are called directly on handles (hsm.pkcs11_raw), one PKCS#11 call per
@@ -68,9 +71,10 @@ from hsm import pkcs11_keys as keys
 from hsm.errors import AlgorithmUnavailable, DataLengthError, VerificationFailed
 from hsm.keystore import KeyEntry
 from hsm.mac import verify_equal
-from hsm.pkcs11_raw import RawSession, hsm_error
-from hsm.pkcs11_worker import Pkcs11Error, Pkcs11Worker
-from hsm.protocol import HsmUnavailable, KeyInfo, KeyRef, MacAlgorithm
+from hsm.pkcs11_errors import hsm_error
+from hsm.pkcs11_raw import RawSession
+from hsm.pkcs11_worker import Pkcs11Error, Pkcs11KeyNotFound, Pkcs11Worker
+from hsm.protocol import HsmUnavailable, KeyInfo, KeyNotFound, KeyRef, MacAlgorithm
 from hsm.soft import RANDOM_BYTES_MAX
 
 T = TypeVar("T")
@@ -122,7 +126,19 @@ class Pkcs11Hsm:
         the raw function list (hsm.pkcs11_raw) for the operations."""
         try:
             raw = self._worker.raw
-            return await self._worker.call(lambda session: fn(session, raw), deadline_s=deadline_s)
+
+            def guarded(session: Any) -> T:
+                try:
+                    return fn(session, raw)
+                except (px.KeyHandleInvalid, px.ObjectHandleInvalid):
+                    # A cached handle outlived its object: look keys up afresh next
+                    # time, so that the HsmUnavailable this becomes clears on a retry.
+                    keys.forget_handles()
+                    raise
+
+            return await self._worker.call(guarded, deadline_s=deadline_s)
+        except Pkcs11KeyNotFound as exc:  # hsm.pkcs11_worker.find_key: not an outage
+            raise KeyNotFound(f"{what}: {exc}") from exc
         except Pkcs11Error as exc:  # timeout, busy, worker not open
             raise HsmUnavailable(f"{what}: {exc}") from exc
         except px.PKCS11Error as exc:

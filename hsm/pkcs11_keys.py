@@ -22,7 +22,9 @@ Invariants:
   check value computed inside the token, never material;
 - a missing label or version is `KeyNotFound`; a key whose type does not fit the
   operation is `KeyTypeError` (or `KeyLengthError` for a 3DES key of the wrong
-  length), raised before the key is used.
+  length), raised before the key is used; two objects with one label and version are
+  `HsmMisconfigured`. All of these are misconfiguration (hsm.errors): no retry
+  clears them.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import AttributeTypeInvalid, PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from hsm.errors import AlgorithmUnavailable, HsmError, KeyLengthError, KeyTypeError
+from hsm.errors import AlgorithmUnavailable, HsmMisconfigured, KeyLengthError, KeyTypeError
 from hsm.keys import with_article
 from hsm.keystore import KeyEntry
 from hsm.keystore import KeyType as StoreType
@@ -157,7 +159,7 @@ def _find_uncached(
     if chosen not in candidates:
         raise KeyNotFound(f"no key {label!r} version {version} on the token")
     if len(candidates[chosen]) > 1:
-        raise HsmError(f"the token holds more than one key {label!r} version {chosen}")
+        raise HsmMisconfigured(f"the token holds more than one key {label!r} version {chosen}")
     obj = candidates[chosen][0]
     key_type = obj[Attribute.KEY_TYPE]
     try:

@@ -21,8 +21,8 @@ Invariants:
   keys are session objects (CKA_TOKEN false), SENSITIVE, not EXTRACTABLE, PRIVATE, with
   only the capabilities asked for;
 - a non-zero CK_RV raises the python-pkcs11 exception class for that code, or
-  `RawCallError` naming the code; `hsm_error` says what each means to a caller of
-  the Hsm protocol (hsm.errors), naming the class, never a value.
+  `RawCallError` naming the code; hsm.pkcs11_errors says what each means to a
+  caller of the Hsm protocol (hsm.errors), naming the class, never a value.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from typing import Any
 
 import pkcs11.exceptions as px
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-
-from hsm.errors import AlgorithmUnavailable, DataLengthError, HsmError, KeyTypeError
-from hsm.protocol import HsmUnavailable
 
 CK_ULONG = ctypes.c_ulong
 CK_RV = CK_ULONG
@@ -105,11 +102,12 @@ _SIGNATURES: dict[str, tuple[Any, ...]] = {
     "C_GenerateRandom": (CK_ULONG, _PTR, CK_ULONG),
 }
 
-# CK_RV values (pkcs11t.h) and their python-pkcs11 classes (`hsm_error` maps those on).
+# CK_RV values (pkcs11t.h) and their python-pkcs11 classes (hsm.pkcs11_errors maps on).
 CKR_OK = 0x0
 CKR_SIGNATURE_INVALID = 0xC0
 CKR_SIGNATURE_LEN_RANGE = 0xC1
 CKR_BUFFER_TOO_SMALL = 0x150
+CKR_KEY_FUNCTION_NOT_PERMITTED = 0x68
 _ERRORS: dict[int, type[px.PKCS11Error]] = {
     0x02: px.HostMemory,
     0x05: px.GeneralError,
@@ -165,30 +163,12 @@ def check(rv: int, function: str) -> None:
     raise cls()
 
 
-_UNAVAILABLE = (
-    px.DeviceError,
-    px.DeviceMemory,
-    px.DeviceRemoved,
-    px.GeneralError,
-    px.SessionClosed,
-    px.SessionHandleInvalid,
-    px.TokenNotPresent,
-    px.UserNotLoggedIn,
-)
+class KeyFunctionNotPermitted(RawCallError):
+    """CKR_KEY_FUNCTION_NOT_PERMITTED (0x68), which python-pkcs11 0.10 has no class
+    for: the key's CKA_ENCRYPT / CKA_SIGN / CKA_DERIVE ... does not allow the call."""
 
 
-def hsm_error(exc: px.PKCS11Error, what: str) -> HsmError:
-    """The `hsm.errors` class a token error means for the caller of `what`."""
-    name = type(exc).__name__
-    if isinstance(exc, _UNAVAILABLE):
-        return HsmUnavailable(f"{what}: the token failed ({name})")
-    if isinstance(exc, px.MechanismInvalid | px.MechanismParamInvalid):
-        return AlgorithmUnavailable(f"{what}: the token does not offer the mechanism ({name})")
-    if isinstance(exc, px.KeyTypeInconsistent):
-        return KeyTypeError(f"{what}: the key's type does not fit the mechanism ({name})")
-    if isinstance(exc, px.DataLenRange | px.DataInvalid):
-        return DataLengthError(f"{what}: the token refused the data length ({name})")
-    return HsmError(f"{what}: the token refused the operation ({name})")
+_ERRORS[CKR_KEY_FUNCTION_NOT_PERMITTED] = KeyFunctionNotPermitted
 
 
 class Template:

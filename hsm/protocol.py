@@ -4,7 +4,9 @@ Callers name keys by label (and optionally version, else the newest) and never s
 key material. Every operation takes a deadline. Input problems raise the precise
 `hsm.errors` classes (wrong key type, wrong lengths, bad PIN block); a failed
 comparison is a `False` from the verify operations, never an exception; an HSM that
-cannot answer raises `HsmUnavailable` (operating error: retry or fail over).
+cannot answer raises `HsmUnavailable` (operating error: retry or fail over); a key
+or algorithm the HSM is not set up for raises an `HsmMisconfigured` class
+(`KeyNotFound`, `KeyTypeError`, ...), which no retry clears (hsm.errors).
 """
 
 from __future__ import annotations
@@ -13,15 +15,10 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from hsm.errors import HsmError
-
-
-class HsmUnavailable(HsmError):
-    """The HSM did not answer within the deadline or is not reachable."""
-
-
-class KeyNotFound(HsmError):
-    """No key with that label (and version) in this HSM."""
+# Defined with the other classes in hsm.errors; importable from here as before.
+from hsm.errors import HsmMisconfigured as HsmMisconfigured
+from hsm.errors import HsmUnavailable as HsmUnavailable
+from hsm.errors import KeyNotFound as KeyNotFound
 
 
 @dataclass(frozen=True)

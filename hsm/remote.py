@@ -15,7 +15,11 @@ Invariants:
   safe because no HSM command changes state;
 - errors come back as the classes the soft backend raises (`KeyNotFound`,
   `KeyTypeError`, `DataLengthError`...), and verify commands return False on a
-  mismatch; inputs the wire cannot carry are refused before anything is sent.
+  mismatch; inputs the wire cannot carry are refused before anything is sent. What is
+  transient and what is misconfiguration (hsm.errors) follows the wire's error table
+  (hsm.remote_wire): a refused or lost connection and a missed deadline are
+  `HsmUnavailable`; a reply that is not this protocol is `RemoteProtocolError`, a
+  misconfiguration (wrong port, or client and server of different versions).
 
 Latency: asyncio and uvloop set TCP_NODELAY on every TCP transport (both ends read 1
 with getsockopt) and a message leaves in one write, so no Nagle / delayed-ACK stall
@@ -177,7 +181,8 @@ class RemoteHsm:
         return value
 
     async def _verify(self, command: Command, args: tuple[Value, ...], deadline_s: float) -> bool:
-        assert SPECS[command].verify
+        if not SPECS[command].verify:  # a bug in this module, never a wire condition
+            raise AssertionError(f"{command.name} is not a verify command")
         reply = await self._call(command, args, deadline_s)
         if reply.error is ErrorCode.ok:
             return True

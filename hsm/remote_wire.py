@@ -52,9 +52,19 @@ bytes(64); "(verify)" replies carry no field: error 00 means True, 15 False.
     15     verification failed                  verify commands return False
     16     bad PIN block                        hsm.errors.PinBlockError
     17     algorithm unavailable                hsm.errors.AlgorithmUnavailable
-    68     command unknown or disabled          RemoteProtocolError
+    18     key usage does not permit it         hsm.errors.KeyUsageError
+    19     HSM misconfigured (other)            hsm.errors.HsmMisconfigured
+    68     command unknown or disabled          UnknownCommand (a RemoteProtocolError)
     69     request malformed                    RemoteProtocolError
+    90     HSM unavailable behind the server    hsm.errors.HsmUnavailable
     99     internal error                       RemoteInternalError
+
+What a client should do with each (hsm.errors): 10, 11, 14, 17, 18, 19 are
+misconfiguration (no retry clears them), and so are 68 and 69 and any reply that is
+not a message of this protocol (`RemoteProtocolError`: client and server of different
+versions, or a port that is not an HSM's); 12, 13, 16 refuse the request's data; 90 is
+transient, as are a refused connection, a lost connection and a missed deadline
+(`HsmUnavailable`, raised by hsm.remote); 99 is unclassified.
 
 Invariants: every field has a maximum length (above: bytes(n) = at most n bytes, text
 at most 64 bytes, error messages 200, versions 9 digits); a payload decodes completely or
@@ -76,8 +86,11 @@ from hsm.errors import (
     DataFormatError,
     DataLengthError,
     HsmError,
+    HsmMisconfigured,
+    HsmUnavailable,
     KeyLengthError,
     KeyTypeError,
+    KeyUsageError,
     PinBlockError,
     VerificationFailed,
 )
@@ -97,9 +110,12 @@ MESSAGE_MAX = 200  # the text of an error reply
 Value: TypeAlias = bytes | str | int | KeyRef | MacAlgorithm | tuple[KeyInfo, ...]
 
 
-class RemoteProtocolError(HsmError):
+class RemoteProtocolError(HsmMisconfigured):
     """Bytes that are not a message of this protocol, or a reply that does not answer
-    the request; `header` and `code` are set when they could be read."""
+    the request; `header` and `code` are set when they could be read.
+
+    Misconfiguration for a client: a well-behaved server of the same version never
+    sends one (a connection that broke mid-reply is `HsmUnavailable`, not this)."""
 
     def __init__(self, message: str, *, header: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -112,7 +128,8 @@ class UnknownCommand(RemoteProtocolError):
 
 
 class RemoteInternalError(HsmError):
-    """The remote HSM failed inside (error 99); its message names only the failure."""
+    """The remote HSM failed inside (error 99); its message names only the failure.
+    Unclassified: neither known to clear nor known to persist."""
 
 
 class ErrorCode(enum.Enum):
@@ -125,8 +142,11 @@ class ErrorCode(enum.Enum):
     verification_failed = "15"
     pin_block = "16"
     algorithm_unavailable = "17"
+    key_usage = "18"
+    misconfigured = "19"
     command_unknown = "68"
     request_malformed = "69"
+    unavailable = "90"
     internal = "99"
 
 
@@ -135,6 +155,7 @@ _ERROR_CLASSES: tuple[tuple[type[HsmError], ErrorCode], ...] = (
     (KeyNotFound, ErrorCode.key_not_found),
     (KeyTypeError, ErrorCode.key_type),
     (KeyLengthError, ErrorCode.key_length),
+    (KeyUsageError, ErrorCode.key_usage),
     (PinBlockError, ErrorCode.pin_block),
     (DataFormatError, ErrorCode.data_format),
     (DataLengthError, ErrorCode.data_length),
@@ -142,6 +163,8 @@ _ERROR_CLASSES: tuple[tuple[type[HsmError], ErrorCode], ...] = (
     (AlgorithmUnavailable, ErrorCode.algorithm_unavailable),
     (UnknownCommand, ErrorCode.command_unknown),
     (RemoteProtocolError, ErrorCode.request_malformed),
+    (HsmMisconfigured, ErrorCode.misconfigured),
+    (HsmUnavailable, ErrorCode.unavailable),
 )
 
 
@@ -427,10 +450,15 @@ class _Cursor:
             raise self.fail(f"{name} contains a control character")
         return value
 
-    def uint(self, name: str, digits: int, *, optional: bool = False) -> int | None:
+    def uint(self, name: str, digits: int) -> int:
+        return self._decimal(name, self.field(name, digits))
+
+    def optional_uint(self, name: str, digits: int) -> int | None:
+        """An empty field is None; anything else must be a number."""
         raw = self.field(name, digits)
-        if not raw and optional:
-            return None
+        return self._decimal(name, raw) if raw else None
+
+    def _decimal(self, name: str, raw: bytes) -> int:
         if not raw.isdigit() or (raw.startswith(b"0") and len(raw) > 1):
             raise self.fail(f"{name} is not a decimal number without leading zeros")
         return int(raw)
@@ -452,9 +480,7 @@ def _decode_value(cur: _Cursor, f: Field) -> Value:
     if f.kind is Kind.text:
         return cur.text(f.name, f.max_len)
     if f.kind is Kind.uint:
-        value = cur.uint(f.name, f.max_len)
-        assert value is not None
-        return value
+        return cur.uint(f.name, f.max_len)
     if f.kind is Kind.mac_alg:
         name = cur.text(f.name)
         try:
@@ -463,13 +489,11 @@ def _decode_value(cur: _Cursor, f: Field) -> Value:
             raise cur.fail(f"{f.name} {name!r} is not a MAC algorithm") from None
     if f.kind is Kind.key:
         label = cur.text(f"{f.name} label", f.max_len)
-        return KeyRef(label, cur.uint(f"{f.name} version", VERSION_DIGITS, optional=True))
+        return KeyRef(label, cur.optional_uint(f"{f.name} version", VERSION_DIGITS))
     count = cur.uint(f"{f.name} count", 4)
-    assert count is not None
     infos = []
     for _ in range(count):
         label, version = cur.text("label"), cur.uint("version", VERSION_DIGITS)
-        assert version is not None
         infos.append(
             KeyInfo(
                 label, version, cur.text("key_type"), cur.text("usage"), cur.text("check_value")

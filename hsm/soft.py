@@ -4,21 +4,39 @@ encrypted key file (hsm.keystore) held in this process only.
 Fit for development, tests and the simulators; in production the same protocol is
 served by a PKCS#11 token or a network HSM. Operations are microseconds of CPU, so
 they run inline on the event loop; the deadline is accepted for the protocol's sake.
+
+Refusals are the `hsm.errors` classes, named after the key: an unknown label or
+version is `KeyNotFound`, a key of the wrong type `KeyTypeError` (misconfiguration,
+hsm.errors); a mismatch is `False` from the verify operations.
+
+Terminal MAC keys are derived from the master once and kept in a bounded, expiring
+`hsm.terminalkeys.TerminalKeyCache` (capacity and TTL: the constants there, or the
+constructor's arguments). The store only ever changes by `KeyStore.add` (a new key or
+version imported into this store); any change empties the cache before the next
+verification, and a store loaded from a changed key file is a new store and a new
+backend, with an empty cache.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hsm import cardauth, emv, mac, pinblock, terminalkeys
+from hsm import cardauth, emv, mac, pinblock
 from hsm.errors import DataLengthError, KeyTypeError, VerificationFailed
 from hsm.keys import Algorithm, SecretKey, aes, hmac_key, require, sm4, tdes
 from hsm.keystore import KeyEntry, KeyStore, KeyStoreError, KeyType
 from hsm.protocol import KeyInfo, KeyNotFound, KeyRef, MacAlgorithm
+from hsm.terminalkeys import (
+    TERMINAL_KEY_CACHE_CAPACITY,
+    TERMINAL_KEY_CACHE_TTL_S,
+    TerminalKeyCache,
+)
 
 RANDOM_BYTES_MAX = 4096
 
@@ -35,8 +53,27 @@ _SECRET = {
 class SoftHsm:
     backend = "soft"
 
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        terminal_key_cache_capacity: int = TERMINAL_KEY_CACHE_CAPACITY,
+        terminal_key_cache_ttl_s: float = TERMINAL_KEY_CACHE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
+        self._terminal_keys = TerminalKeyCache(
+            terminal_key_cache_capacity, terminal_key_cache_ttl_s, clock
+        )
+        self._cached_generation = store.generation
+
+    def __repr__(self) -> str:
+        return f"SoftHsm({self._store!r}, {self._terminal_keys!r})"
+
+    @property
+    def terminal_keys(self) -> TerminalKeyCache:
+        """The terminal key cache, for its counters (tests, metrics)."""
+        return self._terminal_keys
 
     def _entry(self, ref: KeyRef) -> KeyEntry:
         try:
@@ -45,11 +82,30 @@ class SoftHsm:
             raise KeyNotFound(str(exc)) from None
 
     def _secret(self, ref: KeyRef) -> SecretKey:
-        entry = self._entry(ref)
+        return self._secret_of(self._entry(ref), ref)
+
+    @staticmethod
+    def _secret_of(entry: KeyEntry, ref: KeyRef) -> SecretKey:
         make = _SECRET.get(entry.key_type)
         if make is None:
             raise KeyTypeError(f"key {ref} is a {entry.key_type} key, not a secret key")
         return make(entry.material)
+
+    def _terminal_key(self, master: KeyRef, terminal_id: str) -> SecretKey:
+        entry = self._entry(master)  # resolves "newest" and refuses an unknown key
+        if self._store.generation != self._cached_generation:
+            self._terminal_keys.clear()
+            self._cached_generation = self._store.generation
+
+        def master_key() -> SecretKey:
+            secret = self._secret_of(entry, master)
+            require(
+                secret, Algorithm.AES, operation=f"terminal MAC key derivation with key {master}"
+            )
+            return secret
+
+        master_id = (entry.label, entry.version, entry.check_value)
+        return self._terminal_keys.key_for(master_id, terminal_id, master_key)
 
     def _private(self, ref: KeyRef) -> ec.EllipticCurvePrivateKey:
         entry = self._entry(ref)
@@ -138,7 +194,7 @@ class SoftHsm:
         *,
         deadline_s: float,
     ) -> bool:
-        key = terminalkeys.derive_terminal_mac_key(self._secret(master), terminal_id)
+        key = self._terminal_key(master, terminal_id)
         try:
             mac.verify_equal(mac.hmac_sha256(key, message), presented, what="terminal MAC")
         except VerificationFailed:

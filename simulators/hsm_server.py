@@ -98,7 +98,8 @@ class HsmServer:
     @property
     def port(self) -> int:
         """The port bound at start (kept after close, to restart on the same one)."""
-        assert self._port is not None, "server not started"
+        if self._port is None:
+            raise RuntimeError("the HSM server has no port before start()")
         return self._port
 
     @property
@@ -114,7 +115,8 @@ class HsmServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:  # asyncio runs every connection handler in a task of its own
+            raise AssertionError("HSM connection handler outside a task")
         if self.state is not ServerState.serving or len(self._handlers) >= self.max_connections:
             writer.close()
             return

@@ -9,7 +9,7 @@ Numbers never change meaning once released; new outcomes get new numbers.
 Groups: 1xxx the request itself, 11xx authentication and session, 12xx idempotency,
 13xx card and e-card authentication, 2xxx reference data (persons, institutions,
 policy), 3xxx visits and fee details, 4xxx settlements, 9xxx operating conditions
-(try again).
+(try again, except `hsm_misconfigured`: see `retryable`).
 
 13xx in detail (9301 card challenge, 1101 by card `03` and by e-card `01`):
 1301-1309 the social security card. A challenge is bound to the terminal and the
@@ -39,6 +39,8 @@ class ResultCode(enum.IntEnum):
     field_invalid = 1002
     infno_unknown = 1003
     institution_mismatch = 1004
+    # A body over the engine's size limit (256 KiB): HTTP 413, refused before it is read whole.
+    request_body_too_large = 1005
 
     signature_missing = 1101
     signature_invalid = 1102
@@ -97,8 +99,12 @@ class ResultCode(enum.IntEnum):
     database_unavailable = 9001
     overloaded = 9002
     hsm_unavailable = 9003
+    # The engine's HSM keys or algorithms are not set up for the operation (a key label
+    # missing, a key of the wrong type or usage): HTTP 503 without Retry-After, and the
+    # same answer to every retry until an operator fixes the configuration.
+    hsm_misconfigured = 9004
 
     @property
     def retryable(self) -> bool:
         """True for operating conditions where the same request may succeed later."""
-        return self >= 9000
+        return self >= 9000 and self is not ResultCode.hsm_misconfigured

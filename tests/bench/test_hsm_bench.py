@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import multiprocessing
 import os
 import socket
@@ -29,13 +30,14 @@ from typing import Any
 import pytest
 import uvloop
 
-from hsm import cardauth, emv, mac
-from hsm.keys import hmac_key, tdes
+from hsm import cardauth, emv, mac, terminalkeys
+from hsm.keys import aes, hmac_key, tdes
 from hsm.keystore import KeyStore
 from hsm.pkcs11 import Pkcs11Hsm
 from hsm.protocol import KeyRef, MacAlgorithm
 from hsm.remote import RemoteHsm
 from hsm.soft import SoftHsm
+from hsm.terminalkeys import TERMINAL_KEY_CACHE_CAPACITY
 from tests.hsm_conformance import ATC, CARD_SN, CDOL1, PAN, PSN, conformance_key_entries, material
 from tests.support import TEST_MASTER_KEY_HEX, free_port
 
@@ -92,6 +94,34 @@ def test_soft_arqc_verify(benchmark: Any, soft: SoftHsm) -> None:
     arqc = emv.generate_ac(session, CDOL1)
     ref = KeyRef("emv.imk")
     run_loop(benchmark, lambda: soft.verify_arqc(ref, PAN, PSN, ATC, CDOL1, arqc, deadline_s=T))
+
+
+TERMINALS = [f"TH{n:011d}" for n in range(200)]
+TERMINAL_MESSAGE = b"POST\n/api/v1/tx\n1764380000\nnonce-nonce-nonce\n" + b"0" * 64
+
+
+@pytest.mark.parametrize("cache", ["off", "on"])
+def test_soft_terminal_mac_verify(benchmark: Any, cache: str) -> None:
+    """Every request's signature check: 200 distinct terminals per round, each seen
+    once per round. "off" derives the terminal key on every call (capacity 0, as
+    before the cache); "on" derives each terminal once, then finds it cached."""
+    hsm = SoftHsm(
+        KeyStore(conformance_key_entries()),
+        terminal_key_cache_capacity=0 if cache == "off" else TERMINAL_KEY_CACHE_CAPACITY,
+    )
+    master = aes(material("terminal.mac.master"))
+    tags = [
+        mac.hmac_sha256(terminalkeys.derive_terminal_mac_key(master, t), TERMINAL_MESSAGE)
+        for t in TERMINALS
+    ]
+    ref = KeyRef("terminal.mac.master")
+    turn = itertools.count()
+
+    def verify() -> Coroutine[Any, Any, bool]:
+        i = next(turn) % len(TERMINALS)
+        return hsm.verify_terminal_mac(ref, TERMINALS[i], TERMINAL_MESSAGE, tags[i], deadline_s=T)
+
+    run_loop(benchmark, verify, per_round=len(TERMINALS))
 
 
 def test_soft_ecdsa_verify(benchmark: Any, soft: SoftHsm) -> None:

@@ -91,7 +91,7 @@ def test_engine_verifies_signatures_through_a_remote_hsm(tmp_path: Path, fresh_d
         hsm.send_signal(signal.SIGKILL)
         hsm.wait(10)
         status, body = ready(engine.url)
-        assert status == 503 and str(body["reason"]).startswith("hsm:")
+        assert status == 503 and str(body["reason"]).startswith("hsm unavailable:")
 
         async def sign_in_refused() -> None:
             async with Client(engine.url, creds) as client:

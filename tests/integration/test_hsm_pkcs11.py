@@ -25,14 +25,22 @@ import pkcs11
 import pytest
 from pkcs11 import Attribute, ObjectClass
 
+from engine.hsm_runtime import HsmFailureLog, answer_for
 from hsm import cardauth, emv, mac, pinblock, pkcs11_keys
-from hsm.errors import AlgorithmUnavailable, KeyTypeError, PinBlockError
+from hsm.errors import (
+    AlgorithmUnavailable,
+    HsmMisconfigured,
+    KeyTypeError,
+    KeyUsageError,
+    PinBlockError,
+)
 from hsm.keys import aes, sm4, tdes
 from hsm.keystore import KeyEntry, KeyType
 from hsm.pkcs11 import Pkcs11Hsm
 from hsm.pkcs11_worker import Pkcs11Worker
 from hsm.protocol import HsmUnavailable, KeyNotFound, KeyRef, MacAlgorithm
 from hsm.soft_admin import check_value
+from terminals.results import ResultCode
 from tests.hsm_conformance import (
     ATC,
     CARD_SN,
@@ -303,3 +311,53 @@ async def test_many_concurrent_tasks_share_the_one_token_thread(hsm: Pkcs11Hsm) 
     await asyncio.gather(*(one(i) for i in range(200)))
     token_threads = [t for t in threading.enumerate() if t.name.startswith("pkcs11")]
     assert len(token_threads) == 1
+
+
+async def test_a_key_whose_usage_forbids_the_operation_is_misconfiguration(
+    hsm: Pkcs11Hsm,
+) -> None:
+    """A terminal MAC master on the token without CKA_DERIVE, and an HMAC key without
+    CKA_SIGN: the token refuses with CKR_KEY_FUNCTION_NOT_PERMITTED, which is
+    `KeyUsageError` (misconfiguration: no retry clears it), naming the operation and
+    key, answered 503 hsm_misconfigured without Retry-After."""
+    no_derive = KeyEntry("usage.noderive", 1, KeyType.aes256, "test", "", bytes(range(32)))
+    no_sign = KeyEntry("usage.nosign", 1, KeyType.hmac, "test", "", bytes(range(32)))
+
+    def create(session: Any, _: Any) -> None:
+        pkcs11_keys.forget_handles()
+        session.create_object(
+            pkcs11_keys._secret(
+                no_derive,
+                pkcs11.KeyType.AES,
+                no_derive.material,
+                label=no_derive.label,
+                encrypt=True,
+                decrypt=True,
+                sign=True,
+            )
+        )
+        session.create_object(
+            pkcs11_keys._secret(
+                no_sign,
+                pkcs11.KeyType.GENERIC_SECRET,
+                no_sign.material,
+                label=no_sign.label,
+                verify=True,
+            )
+        )
+
+    await hsm._run("test key creation", create, T)
+    for _ in range(2):  # the same answer on a retry
+        with pytest.raises(KeyUsageError, match=r"terminal MAC with key usage\.noderive"):
+            await hsm.verify_terminal_mac(
+                KeyRef(no_derive.label), "T1", b"m", bytes(32), deadline_s=T
+            )
+    with pytest.raises(KeyUsageError, match=r"usage\.nosign.*do not permit") as raised:
+        await hsm.mac_generate(KeyRef(no_sign.label), MacAlgorithm.hmac_sha256, b"x", deadline_s=T)
+    assert isinstance(raised.value, HsmMisconfigured)
+    answer = answer_for(raised.value, failures=HsmFailureLog())
+    assert (answer.code, answer.status, answer.retry_after) == (
+        ResultCode.hsm_misconfigured,
+        503,
+        False,
+    )
