@@ -27,7 +27,8 @@ import msgspec
 from loadtest.recorder import Recorder
 from loadtest.scenarios import SCENARIOS, Item, PersonRef, Plan, Scenario, plan
 from loadtest.sender import Prepared, Sender, make_terminal
-from terminals.client import Credentials, MsgIdFactory
+from terminals.client import Credentials
+from terminals.msgid import MsgIdFactory
 
 SIGN_IN_TIMEOUT_S = 30.0
 DRAIN_GRACE_S = 2.0
@@ -129,8 +130,7 @@ class Driver:
 
     async def _prepare(self) -> tuple[Scenario, Plan, Prepared]:
         scenario, p = self._plan()
-        infno, input_obj = scenario.first(p)
-        req = await self.sender.prepare(p.terminal, infno, input_obj, p.person.insuplc_admdvs)
+        req = await self.sender.prepare(p.terminal, scenario.first(p), p.person.insuplc_admdvs)
         return scenario, p, req
 
     def _arrivals(self) -> Iterator[float]:
@@ -156,8 +156,7 @@ class Driver:
                 await asyncio.sleep(delay)
             self.recorder.due(due)
             if len(tasks) >= self.spec.max_in_flight:
-                infno = scenario.first(p)[0]
-                self.recorder.answer(infno, due, time.monotonic(), 0, "generator_overflow")
+                self.recorder.answer(req.infno, due, time.monotonic(), 0, "generator_overflow")
             else:
                 task = asyncio.create_task(self._unit(scenario, p, req, due))
                 tasks.add(task)

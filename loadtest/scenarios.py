@@ -18,11 +18,23 @@ import datetime as dt
 import decimal
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 
 from loadtest.sender import LeanAnswer, LoadTerminal, Sender
+from terminals.messages import (
+    tx1101,
+    tx2201,
+    tx2202,
+    tx2203,
+    tx2204,
+    tx2205,
+    tx2206,
+    tx2207,
+    tx2208,
+)
+from terminals.wire import Request
 
 CENT = decimal.Decimal("0.01")
 
@@ -88,59 +100,57 @@ class _Setl(msgspec.Struct):
     setlinfo: _SetlInfo
 
 
-def _register_input(p: Plan) -> dict[str, Any]:
-    return {
-        "data": {
-            "psn_no": p.person.psn_no,
-            "insutype": p.person.insutype,
-            "begntime": p.when,
-            "mdtrt_cert_type": "02",
-            "mdtrt_cert_no": p.person.certno,
-            "ipt_otp_no": p.ipt_otp_no,
-            "dept_code": "A03",
-            "dept_name": "内科",
-        }
-    }
+def _register_request(p: Plan) -> tx2201.Input:
+    data = tx2201.Data(
+        psn_no=p.person.psn_no,
+        insutype=p.person.insutype,
+        begntime=p.when,
+        mdtrt_cert_type="02",
+        mdtrt_cert_no=p.person.certno,
+        ipt_otp_no=p.ipt_otp_no,
+        dept_code="A03",
+        dept_name="内科",
+    )
+    return tx2201.Input(data=data)
 
 
-def _fees_input(p: Plan, mdtrt_id: str) -> tuple[dict[str, Any], decimal.Decimal]:
+def _fees_request(p: Plan, mdtrt_id: str) -> tuple[tx2204.Input, decimal.Decimal]:
     lines, total = [], decimal.Decimal(0)
     for n, (item, cnt) in enumerate(p.items):
         pric = (decimal.Decimal(item.price_fen) / 100).quantize(CENT)
         amount = (pric * cnt).quantize(CENT)
         total += amount
         lines.append(
-            {
-                "feedetl_sn": f"{n + 1:04d}",
-                "mdtrt_id": mdtrt_id,
-                "psn_no": p.person.psn_no,
-                "chrg_bchno": "B001",
-                "fee_ocur_time": p.when,
-                "med_list_codg": item.med_list_codg,
-                "medins_list_codg": f"L{item.med_list_codg}",
-                "det_item_fee_sumamt": amount,
-                "cnt": decimal.Decimal(cnt),
-                "pric": pric,
-                "bilg_dept_codg": "A03",
-                "bilg_dept_name": "内科",
-            }
+            tx2204.FeeDetail(
+                feedetl_sn=f"{n + 1:04d}",
+                mdtrt_id=mdtrt_id,
+                psn_no=p.person.psn_no,
+                chrg_bchno="B001",
+                fee_ocur_time=p.when,
+                med_list_codg=item.med_list_codg,
+                medins_list_codg=f"L{item.med_list_codg}",
+                det_item_fee_sumamt=amount,
+                cnt=decimal.Decimal(cnt),
+                pric=pric,
+                bilg_dept_codg="A03",
+                bilg_dept_name="内科",
+            )
         )
-    return {"feedetail": lines}, total
+    return tx2204.Input(feedetail=lines), total
 
 
-def _settle_input(p: Plan, mdtrt_id: str, total: decimal.Decimal) -> dict[str, Any]:
-    return {
-        "data": {
-            "psn_no": p.person.psn_no,
-            "mdtrt_cert_type": "02",
-            "mdtrt_cert_no": p.person.certno,
-            "med_type": "11",
-            "medfee_sumamt": total,
-            "mdtrt_id": mdtrt_id,
-            "insutype": p.person.insutype,
-            "acct_used_flag": "1" if p.acct_used else "0",
-        }
-    }
+def _settle_data(p: Plan, mdtrt_id: str, total: decimal.Decimal) -> tx2207.Data:
+    """The 2207 data; 2206 takes the same (it has none of the 2207-only fields set)."""
+    return tx2207.Data(
+        psn_no=p.person.psn_no,
+        mdtrt_cert_type="02",
+        mdtrt_cert_no=p.person.certno,
+        med_type="11",
+        medfee_sumamt=total,
+        mdtrt_id=mdtrt_id,
+        insutype=p.person.insutype,
+        acct_used_flag="1" if p.acct_used else "0",
+    )
 
 
 class Scenario:
@@ -149,8 +159,8 @@ class Scenario:
     description: ClassVar[str]
     settles: ClassVar[bool] = False  # a completed unit is a durable settlement
 
-    def first(self, p: Plan) -> tuple[str, dict[str, Any]]:
-        """The first request: infno and input."""
+    def first(self, p: Plan) -> Request:
+        """The first request (its infno is its type's)."""
         raise NotImplementedError
 
     async def rest(self, p: Plan, first: LeanAnswer, at: float, sender: Sender) -> bool:
@@ -163,10 +173,12 @@ class PersonInfo(Scenario):
     unit = "lookup"
     description = "1101 person info by ID number (read-only)"
 
-    def first(self, p: Plan) -> tuple[str, dict[str, Any]]:
+    def first(self, p: Plan) -> Request:
         cert = p.person.certno
-        data = {"mdtrt_cert_type": "02", "mdtrt_cert_no": cert, "psn_cert_type": "01"}
-        return "1101", {"data": {**data, "certno": cert}}
+        data = tx1101.Data(
+            mdtrt_cert_type="02", mdtrt_cert_no=cert, psn_cert_type="01", certno=cert
+        )
+        return tx1101.Input(data=data)
 
 
 class Register(Scenario):
@@ -174,8 +186,8 @@ class Register(Scenario):
     unit = "registration"
     description = "2201 outpatient registration"
 
-    def first(self, p: Plan) -> tuple[str, dict[str, Any]]:
-        return "2201", _register_input(p)
+    def first(self, p: Plan) -> Request:
+        return _register_request(p)
 
 
 class Outpatient(Scenario):
@@ -184,8 +196,8 @@ class Outpatient(Scenario):
     description = "2201 → 2204 → 2207: one durable outpatient settlement (the yardstick)"
     settles = True
 
-    def first(self, p: Plan) -> tuple[str, dict[str, Any]]:
-        return "2201", _register_input(p)
+    def first(self, p: Plan) -> Request:
+        return _register_request(p)
 
     async def rest(self, p: Plan, first: LeanAnswer, at: float, sender: Sender) -> bool:
         return await self._settle(p, first, sender) is not None
@@ -193,12 +205,12 @@ class Outpatient(Scenario):
     async def _settle(self, p: Plan, reg: LeanAnswer, sender: Sender) -> tuple[str, str] | None:
         mdtrt_id = msgspec.json.decode(reg.output, type=_Reg).data.mdtrt_id
         region = p.person.insuplc_admdvs
-        fees, total = _fees_input(p, mdtrt_id)
-        ans, _ = await sender.call(p.terminal, "2204", fees, region)
+        fees, total = _fees_request(p, mdtrt_id)
+        ans, _ = await sender.call(p.terminal, fees, region)
         if ans is None:
             return None
-        settle = _settle_input(p, mdtrt_id, total)
-        ans, _ = await sender.call(p.terminal, "2207", settle, region)
+        settle = tx2207.Input(data=_settle_data(p, mdtrt_id, total))
+        ans, _ = await sender.call(p.terminal, settle, region)
         if ans is None:
             return None
         setl_id = msgspec.json.decode(ans.output, type=_Setl).setlinfo.setl_id or ""
@@ -211,41 +223,38 @@ class Visit(Outpatient):
         "1101 → 2201 → 2203 → 2204 → 2206 → 2207: a whole outpatient visit as a HIS sends it"
     )
 
-    def first(self, p: Plan) -> tuple[str, dict[str, Any]]:
+    def first(self, p: Plan) -> Request:
         return PersonInfo().first(p)
 
     async def rest(self, p: Plan, first: LeanAnswer, at: float, sender: Sender) -> bool:
         region = p.person.insuplc_admdvs
-        reg, _ = await sender.call(p.terminal, "2201", _register_input(p), region)
+        reg, _ = await sender.call(p.terminal, _register_request(p), region)
         if reg is None:
             return False
         mdtrt_id = msgspec.json.decode(reg.output, type=_Reg).data.mdtrt_id
-        info = {
-            "mdtrtinfo": {
-                "mdtrt_id": mdtrt_id,
-                "psn_no": p.person.psn_no,
-                "med_type": "11",
-                "begntime": p.when,
-            },
-            "diseinfo": [
-                {
-                    "diag_type": "1",
-                    "diag_srt_no": 1,
-                    "diag_code": "J06.900",
-                    "diag_name": "急性上呼吸道感染",
-                    "diag_time": p.when,
-                }
+        info = tx2203.Input(
+            mdtrtinfo=tx2203.MdtrtInfo(
+                mdtrt_id=mdtrt_id, psn_no=p.person.psn_no, med_type="11", begntime=p.when
+            ),
+            diseinfo=[
+                tx2203.DiseInfo(
+                    diag_type="1",
+                    diag_srt_no=1,
+                    diag_code="J06.900",
+                    diag_name="急性上呼吸道感染",
+                    diag_time=p.when,
+                )
             ],
-        }
-        if (await sender.call(p.terminal, "2203", info, region))[0] is None:
+        )
+        if (await sender.call(p.terminal, info, region))[0] is None:
             return False
-        fees, total = _fees_input(p, mdtrt_id)
-        if (await sender.call(p.terminal, "2204", fees, region))[0] is None:
+        fees, total = _fees_request(p, mdtrt_id)
+        if (await sender.call(p.terminal, fees, region))[0] is None:
             return False
-        settle = _settle_input(p, mdtrt_id, total)
-        if (await sender.call(p.terminal, "2206", settle, region))[0] is None:
+        settle = _settle_data(p, mdtrt_id, total)
+        if (await sender.call(p.terminal, tx2206.Input(data=settle), region))[0] is None:
             return False
-        return (await sender.call(p.terminal, "2207", settle, region))[0] is not None
+        return (await sender.call(p.terminal, tx2207.Input(data=settle), region))[0] is not None
 
 
 class SettleAndCancel(Outpatient):
@@ -260,16 +269,17 @@ class SettleAndCancel(Outpatient):
             return False
         mdtrt_id, setl_id = done
         region, psn_no = p.person.insuplc_admdvs, p.person.psn_no
-        steps: list[tuple[str, dict[str, Any]]] = [
-            ("2208", {"data": {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": psn_no}}),
-            ("2205", {"data": {"mdtrt_id": mdtrt_id, "chrg_bchno": "0000", "psn_no": psn_no}}),
-            (
-                "2202",
-                {"data": {"psn_no": psn_no, "mdtrt_id": mdtrt_id, "ipt_otp_no": p.ipt_otp_no}},
+        steps: list[Request] = [
+            tx2208.Input(data=tx2208.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=psn_no)),
+            tx2205.Input(
+                data=tx2205.Data(mdtrt_id=mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=psn_no)
+            ),
+            tx2202.Input(
+                data=tx2202.Data(psn_no=psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=p.ipt_otp_no)
             ),
         ]
-        for infno, data in steps:
-            if (await sender.call(p.terminal, infno, data, region))[0] is None:
+        for request in steps:
+            if (await sender.call(p.terminal, request, region))[0] is None:
                 return False
         return True
 

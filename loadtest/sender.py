@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import msgspec
 
 from loadtest.recorder import OK, Recorder
-from terminals import signing
-from terminals.client import PATH, Client, Credentials, MsgIdFactory
+from terminals import signing, wire
+from terminals.client import PATH, Client, Credentials
+from terminals.msgid import MsgIdFactory
 
 
 class LeanAnswer(msgspec.Struct, frozen=True):
@@ -69,10 +69,10 @@ class Sender:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def prepare(
-        self, term: LoadTerminal, infno: str, input_obj: Any, insuplc_admdvs: str
+        self, term: LoadTerminal, request: wire.Request, insuplc_admdvs: str
     ) -> Prepared:
         msgid = await term.client.msgids.next()
-        body = term.client.envelope(infno, msgid, input_obj, insuplc_admdvs)
+        body = term.client.envelope(msgid, request, insuplc_admdvs)
         c = term.credentials
         headers = signing.signed_headers(
             c.terminal_id,
@@ -84,7 +84,7 @@ class Sender:
             nonce=signing.new_nonce(),
         )
         headers["Content-Type"] = "application/json"
-        return Prepared(infno, body, headers)
+        return Prepared(wire.infno_of(request), body, headers)
 
     async def send(self, req: Prepared, intended: float) -> LeanAnswer | None:
         """Send and record; the answer when it is `ok`, None otherwise."""
@@ -113,11 +113,11 @@ class Sender:
         return ans if result == OK else None
 
     async def call(
-        self, term: LoadTerminal, infno: str, input_obj: Any, insuplc_admdvs: str
+        self, term: LoadTerminal, request: wire.Request, insuplc_admdvs: str
     ) -> tuple[LeanAnswer | None, float]:
         """Prepare and send at once (a step that depends on an earlier answer); returns
         the answer and the time it arrived, which is the next step's intended time."""
         intended = time.monotonic()
-        req = await self.prepare(term, infno, input_obj, insuplc_admdvs)
+        req = await self.prepare(term, request, insuplc_admdvs)
         ans = await self.send(req, intended)
         return ans, time.monotonic()

@@ -25,8 +25,9 @@ import decimal
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiohttp
 
@@ -35,12 +36,13 @@ from simulators.card.factory import build_card
 from simulators.card.keys import IssuerMasters
 from simulators.ecard import EcardPlatform
 from simulators.population import Institution, Population
-from terminals.agent.core import CardAgent, Identified
+from terminals.agent.core import CardAgent
 from terminals.checks import identity_failures
 from terminals.client import Client, Credentials, yuan
-from terminals.messages import setl, tx1101
+from terminals.messages import tx1101, tx2201, tx2202, tx2203, tx2204, tx2205, tx2207, tx2208
 
 CENT = decimal.Decimal("0.01")
+T = TypeVar("T")
 
 
 @dataclass
@@ -104,10 +106,10 @@ class HisSimulator:
         # thread keeps the simulator's footprint flat however many visits run at once.
         self._card_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cards")
 
-    async def _timed(self, infno: str, coro: object) -> object:
+    async def _timed(self, infno: str, coro: Awaitable[T]) -> T:
         started = time.perf_counter()
         try:
-            return await coro  # type: ignore[misc]
+            return await coro
         finally:
             self.stats.latencies_s[infno].append(time.perf_counter() - started)
 
@@ -128,7 +130,7 @@ class HisSimulator:
             await self._timed("9001", client.sign_in())
             self.hospitals.append(Hospital(inst, client))
 
-    def _fee_lines(self, mdtrt_id: str, psn_no: str, when: str) -> list[dict[str, object]]:
+    def _fee_lines(self, mdtrt_id: str, psn_no: str, when: str) -> list[tx2204.FeeDetail]:
         lines = []
         for n in range(self.rng.randint(1, 8)):
             item = self.rng.choice(self.pop.catalog)
@@ -139,20 +141,20 @@ class HisSimulator:
                 price_fen += price_fen // 10
             pric = (decimal.Decimal(price_fen) / 100).quantize(CENT)
             lines.append(
-                {
-                    "feedetl_sn": f"{n + 1:04d}",
-                    "mdtrt_id": mdtrt_id,
-                    "psn_no": psn_no,
-                    "chrg_bchno": "B001",
-                    "fee_ocur_time": when,
-                    "med_list_codg": item.med_list_codg,
-                    "medins_list_codg": f"L{item.med_list_codg}",
-                    "det_item_fee_sumamt": (pric * cnt).quantize(CENT),
-                    "cnt": cnt,
-                    "pric": pric,
-                    "bilg_dept_codg": "A03",
-                    "bilg_dept_name": "内科",
-                }
+                tx2204.FeeDetail(
+                    feedetl_sn=f"{n + 1:04d}",
+                    mdtrt_id=mdtrt_id,
+                    psn_no=psn_no,
+                    chrg_bchno="B001",
+                    fee_ocur_time=when,
+                    med_list_codg=item.med_list_codg,
+                    medins_list_codg=f"L{item.med_list_codg}",
+                    det_item_fee_sumamt=(pric * cnt).quantize(CENT),
+                    cnt=cnt,
+                    pric=pric,
+                    bilg_dept_codg="A03",
+                    bilg_dept_name="内科",
+                )
             )
         return lines
 
@@ -178,7 +180,6 @@ class HisSimulator:
             agent = CardAgent(reader, h.client, card_executor=self._card_thread)
             pin = card.pin if self.rng.random() < 0.5 else None
             got = await self._timed("card", agent.person_info(pin=pin))
-            assert isinstance(got, Identified)
             self.stats.card_visits += 1
             return got.person, "03", card.card_no
         if self.ecard is not None and self.rng.random() < self.ecard_share:
@@ -186,11 +187,9 @@ class HisSimulator:
             got_ecard = await self._timed(
                 "1101-ecard", h.client.person_info_by_ecard(token.token_id, token.qr)
             )
-            assert isinstance(got_ecard, tx1101.Output)
             self.stats.ecard_visits += 1
             return got_ecard, "01", token.token_id
         info = await self._timed("1101", h.client.person_info_by_id_number(person.certno))
-        assert isinstance(info, tx1101.Output)
         return info, "02", person.certno
 
     async def visit(self) -> None:
@@ -208,69 +207,73 @@ class HisSimulator:
             "2201",
             c.register(
                 region,
-                {
-                    "psn_no": psn_no,
-                    "insutype": insu.insutype,
-                    "begntime": now,
-                    "mdtrt_cert_type": cert_type,
-                    "mdtrt_cert_no": cert_no,
-                    "ipt_otp_no": ipt_otp_no,
-                    "dept_code": "A03",
-                    "dept_name": "内科",
-                },
+                tx2201.Data(
+                    psn_no=psn_no,
+                    insutype=insu.insutype,
+                    begntime=now,
+                    mdtrt_cert_type=cert_type,
+                    mdtrt_cert_no=cert_no,
+                    ipt_otp_no=ipt_otp_no,
+                    dept_code="A03",
+                    dept_name="内科",
+                ),
             ),
         )
-        mdtrt_id = reg.data.mdtrt_id  # type: ignore[attr-defined]
+        mdtrt_id = reg.data.mdtrt_id
         await t(
             "2203",
             c.visit_info(
                 region,
-                {"mdtrt_id": mdtrt_id, "psn_no": psn_no, "med_type": "11", "begntime": now},
+                tx2203.MdtrtInfo(mdtrt_id=mdtrt_id, psn_no=psn_no, med_type="11", begntime=now),
                 [
-                    {
-                        "diag_type": "1",
-                        "diag_srt_no": 1,
-                        "diag_code": "J06.900",
-                        "diag_name": "急性上呼吸道感染",
-                        "diag_time": now,
-                    }
+                    tx2203.DiseInfo(
+                        diag_type="1",
+                        diag_srt_no=1,
+                        diag_code="J06.900",
+                        diag_name="急性上呼吸道感染",
+                        diag_time=now,
+                    )
                 ],
             ),
         )
         lines = self._fee_lines(mdtrt_id, psn_no, now)
         await t("2204", c.upload_fees(region, lines))
-        total = sum(
-            (decimal.Decimal(str(x["det_item_fee_sumamt"])) for x in lines), decimal.Decimal(0)
+        total = sum((x.det_item_fee_sumamt for x in lines), decimal.Decimal(0))
+        settle_data = tx2207.Data(
+            psn_no=psn_no,
+            mdtrt_cert_type=cert_type,
+            mdtrt_cert_no=cert_no,
+            med_type="11",
+            medfee_sumamt=yuan(total),
+            mdtrt_id=mdtrt_id,
+            insutype=insu.insutype,
+            acct_used_flag="1" if self.rng.random() < 0.8 else "0",
         )
-        settle_data = {
-            "psn_no": psn_no,
-            "mdtrt_cert_type": cert_type,
-            "mdtrt_cert_no": cert_no,
-            "med_type": "11",
-            "medfee_sumamt": yuan(total),
-            "mdtrt_id": mdtrt_id,
-            "insutype": insu.insutype,
-            "acct_used_flag": "1" if self.rng.random() < 0.8 else "0",
-        }
         await t("2206", c.pre_settle(region, settle_data))
         out = await t("2207", c.settle(region, settle_data))
-        assert isinstance(out, setl.Output)
         s = self.stats
         s.visits += 1
         s.settlements += 1
         if identity_failures(out.setlinfo):
             s.identity_failures += 1
         if self.rng.random() < self.cancel_share:
-            setl_id = out.setlinfo.setl_id or ""
-            await t("2208", c.cancel_settlement(region, psn_no, mdtrt_id, setl_id))
-            await t("2205", c.cancel_fees(region, psn_no, mdtrt_id))
-            await t("2202", c.cancel_registration(region, psn_no, mdtrt_id, ipt_otp_no))
+            undo = tx2202.Data(psn_no=psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=ipt_otp_no)
+            await self._undo(c, region, undo, out.setlinfo.setl_id or "")
             s.cancellations += 1
             return
         s.medfee_fen += _fen(out.setlinfo.medfee_sumamt)
         s.fund_fen += _fen(out.setlinfo.fund_pay_sumamt)
         s.account_fen += _fen(out.setlinfo.acct_pay)
         s.cash_fen += _fen(out.setlinfo.psn_cash_pay)
+
+    async def _undo(self, c: Client, region: str, visit: tx2202.Data, setl_id: str) -> None:
+        """2208 → 2205 → 2202: the settlement, every fee detail, then the visit."""
+        mdtrt_id, psn_no = visit.mdtrt_id, visit.psn_no
+        cancel = tx2208.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=psn_no)
+        await self._timed("2208", c.cancel_settlement(region, cancel))
+        every = tx2205.Data(mdtrt_id=mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=psn_no)
+        await self._timed("2205", c.cancel_fees(region, every))
+        await self._timed("2202", c.cancel_registration(region, visit))
 
     async def run(
         self, visits: int, concurrency: int, progress: Callable[[int], None] | None = None

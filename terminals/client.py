@@ -3,13 +3,17 @@
     async with Client(base_url, credentials) as yk:
         await yk.sign_in()
         person = await yk.person_info_by_id_number("510104199001011234")
+        reg = await yk.register(region, tx2201.Data(psn_no=..., insutype="310", ...))
         ...
 
-It signs every request (terminals.signing), builds `msgid` as the national platform
-does (institution code 12 + yyyyMMddHHmmss + 4-digit sequence, DOMAIN.md §2.2), has one
-method per transaction, and raises typed errors: `BusinessError` (infcode -1, with the
-stable `ResultCode`), `AuthenticationError` (401), `RequestRejected` (400),
-`ServiceUnavailable` (503, safe to retry later).
+It signs every request (terminals.signing), draws msgids (terminals.msgid), has one
+method per transaction taking its request Structs (terminals.messages.txNNNN), and
+raises the errors of terminals.errors: `BusinessError` (infcode -1, with the stable
+`ResultCode`), `AuthenticationError` (401), `RequestRejected` (400),
+`ServiceUnavailable` (503, safe to retry later). `call()` sends any transaction's
+`Input`, without its default-valued fields (terminals.wire), money as JSON numbers
+exactly as the Decimals hold them (`yuan()` gives 2 places); `envelope_raw()` and
+`post()` send any JSON value as `input`, for tests of what the engine refuses.
 
 Unknown outcomes (DOMAIN.md §2.9): when a state-changing call times out or the
 connection drops, the engine may or may not have committed it. The client never
@@ -24,19 +28,26 @@ way automatically.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import decimal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
 
-from terminals import signing
+from terminals import signing, wire
 from terminals.envelope import Answer
+from terminals.errors import (
+    AuthenticationError,
+    BusinessError,
+    OutcomeUnknown,
+    RequestRejected,
+    ServiceUnavailable,
+    YikatongError,
+)
 from terminals.messages import (
     setl,
     tx1101,
@@ -53,54 +64,31 @@ from terminals.messages import (
     tx9002,
     tx9301,
 )
+from terminals.msgid import PLATFORM_TZ, MsgIdFactory
 from terminals.results import ResultCode
+from terminals.wire import Request
+
+# The errors and MsgIdFactory are re-exported: `from terminals.client import BusinessError`.
+__all__ = [
+    "PATH",
+    "AuthenticationError",
+    "BusinessError",
+    "Client",
+    "Credentials",
+    "MsgIdFactory",
+    "OutcomeUnknown",
+    "RequestRejected",
+    "ServiceUnavailable",
+    "YikatongError",
+    "yuan",
+]
 
 PATH = "/api/v1/tx"
-FINANCIAL_INFNOS = frozenset({"2207", "2208"})
-PLATFORM_TZ = dt.timezone(dt.timedelta(hours=8))
+FINANCIAL_INFNOS = frozenset({tx2207.INFNO, tx2208.INFNO})
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _answer_decoder = msgspec.json.Decoder(Answer)
-
-
-class YikatongError(Exception):
-    """Base of every error the client raises."""
-
-
-class BusinessError(YikatongError):
-    """The engine refused the transaction (infcode -1); nothing was changed."""
-
-    def __init__(self, code: ResultCode, err_msg: str, answer: Answer) -> None:
-        self.code = code
-        self.err_msg = err_msg
-        self.answer = answer
-        super().__init__(f"{code.name} ({int(code)}): {err_msg}")
-
-
-class AuthenticationError(BusinessError):
-    """401: the request signature, timestamp, nonce or terminal was refused."""
-
-
-class RequestRejected(BusinessError):
-    """400: the body was not a valid JSON envelope."""
-
-
-class ServiceUnavailable(YikatongError):
-    """503 or a refused connection: nothing happened; try again later."""
-
-
-class OutcomeUnknown(YikatongError):
-    """A state-changing call's answer was lost; the engine may have committed it."""
-
-    def __init__(self, infno: str, msgid: str, body: bytes, cause: BaseException) -> None:
-        self.infno = infno
-        self.msgid = msgid
-        self.body = body
-        super().__init__(
-            f"outcome of {infno} msgid {msgid} unknown ({type(cause).__name__});"
-            " resend the identical request (client.resend) — never a new msgid"
-        )
 
 
 @dataclass(frozen=True)
@@ -113,52 +101,6 @@ class Credentials:
     opter: str
     opter_name: str = ""
     opter_type: str = "1"
-
-
-class MsgIdFactory:
-    """institution code (12) + yyyyMMddHHmmss (14) + sequence (4) within the second.
-
-    A msgid must be unique per institution, so every sender of one institution must
-    draw from one factory: `Client` shares one per institution within a process
-    (`for_institution`). Several processes sending for one institution must each get
-    a disjoint slice of the 10 000 sequence numbers (`first_seq`, `seq_count`)."""
-
-    _shared: ClassVar[dict[str, MsgIdFactory]] = {}
-
-    def __init__(
-        self,
-        fixmedins_code: str,
-        clock: Callable[[], float] = time.time,
-        *,
-        first_seq: int = 0,
-        seq_count: int = 10_000,
-    ) -> None:
-        if not (first_seq >= 0 and seq_count >= 1 and first_seq + seq_count <= 10_000):
-            raise ValueError("sequence slice must lie within 0..9999")
-        self._code = fixmedins_code
-        self._clock = clock
-        self._first = first_seq
-        self._count = seq_count
-        self._second = -1
-        self._used = 0
-
-    @classmethod
-    def for_institution(cls, fixmedins_code: str) -> MsgIdFactory:
-        """The process-wide factory of an institution (real clock, full range)."""
-        return cls._shared.setdefault(fixmedins_code, cls(fixmedins_code))
-
-    async def next(self) -> str:
-        while True:
-            now = self._clock()
-            second = int(now)
-            if second != self._second:
-                self._second, self._used = second, 0
-            if self._used < self._count:
-                seq = self._first + self._used
-                self._used += 1
-                stamp = dt.datetime.fromtimestamp(second, PLATFORM_TZ).strftime("%Y%m%d%H%M%S")
-                return f"{self._code}{stamp}{seq:04d}"
-            await asyncio.sleep(second + 1 - now)
 
 
 class Client:
@@ -196,7 +138,12 @@ class Client:
 
     # -- the envelope -----------------------------------------------------------------
 
-    def envelope(self, infno: str, msgid: str, input_obj: Any, insuplc_admdvs: str) -> bytes:
+    def envelope(self, msgid: str, request: Request, insuplc_admdvs: str) -> bytes:
+        """The body that `call(request)` sends under `msgid`."""
+        return self.envelope_raw(wire.infno_of(request), msgid, wire.lean(request), insuplc_admdvs)
+
+    def envelope_raw(self, infno: str, msgid: str, input_obj: Any, insuplc_admdvs: str) -> bytes:
+        """A body with any JSON-encodable value as `input`, unchecked (for edge tests)."""
         c = self.credentials
         now = dt.datetime.fromtimestamp(self._clock(), PLATFORM_TZ)
         return _encoder.encode(
@@ -239,15 +186,16 @@ class Client:
 
     async def call(
         self,
-        infno: str,
-        input_obj: Any,
+        request: Request,
         output_type: type[T],
         *,
         insuplc_admdvs: str = "",
         state_changing: bool = True,
     ) -> T:
+        """Send one transaction's `Input`; its infno is its module's INFNO."""
+        infno = wire.infno_of(request)
         msgid = await self.msgids.next()
-        body = self.envelope(infno, msgid, input_obj, insuplc_admdvs)
+        body = self.envelope_raw(infno, msgid, wire.lean(request), insuplc_admdvs)
         return await self._send(infno, msgid, body, output_type, state_changing, retries=1)
 
     async def reverse(self, unknown: OutcomeUnknown) -> tx2601.Output:
@@ -256,13 +204,11 @@ class Client:
         refused if it arrives later, and a second reversal answers already_reversed.
         If the reversal itself times out, call reverse() again."""
         original = msgspec.json.decode(unknown.body)
-        data = {
-            "psn_no": original["input"]["data"]["psn_no"],
-            "omsgid": unknown.msgid,
-            "oinfno": unknown.infno,
-        }
+        data = tx2601.Data(
+            psn_no=original["input"]["data"]["psn_no"], omsgid=unknown.msgid, oinfno=unknown.infno
+        )
         return await self.call(
-            "2601", {"data": data}, tx2601.Output, insuplc_admdvs=original["insuplc_admdvs"]
+            tx2601.Input(data=data), tx2601.Output, insuplc_admdvs=original["insuplc_admdvs"]
         )
 
     async def resend(self, unknown: OutcomeUnknown, output_type: type[T]) -> T:
@@ -309,31 +255,30 @@ class Client:
     # -- one method per transaction -----------------------------------------------------
 
     async def sign_in(self, mac: str = "", ip: str = "") -> tx9001.Output:
-        out = await self.call(
-            "9001",
-            {"signIn": {"opter_no": self.credentials.opter, "mac": mac, "ip": ip}},
-            tx9001.Output,
-        )
+        sign_in = tx9001.SignInData(opter_no=self.credentials.opter, mac=mac, ip=ip)
+        out = await self.call(tx9001.Input(signIn=sign_in), tx9001.Output)
         self.sign_no = out.signinoutb.sign_no
         return out
 
     async def sign_out(self) -> tx9002.Output:
-        out = await self.call(
-            "9002",
-            {"signOut": {"sign_no": self.sign_no, "opter_no": self.credentials.opter}},
-            tx9002.Output,
-        )
+        sign_out = tx9002.SignOutData(sign_no=self.sign_no, opter_no=self.credentials.opter)
+        out = await self.call(tx9002.Input(signOut=sign_out), tx9002.Output)
         self.sign_no = ""
         return out
 
+    async def person_info(self, data: tx1101.Data) -> tx1101.Output:
+        """1101 by any credential; the methods below build `data` for each."""
+        return await self.call(tx1101.Input(data=data), tx1101.Output, state_changing=False)
+
     async def person_info_by_id_number(self, certno: str) -> tx1101.Output:
-        data = {
-            "mdtrt_cert_type": "02",
-            "mdtrt_cert_no": certno,
-            "psn_cert_type": "01",
-            "certno": certno,
-        }
-        return await self.call("1101", {"data": data}, tx1101.Output, state_changing=False)
+        return await self.person_info(
+            tx1101.Data(
+                mdtrt_cert_type=tx1101.CERT_TYPE_ID_NUMBER,
+                mdtrt_cert_no=certno,
+                psn_cert_type="01",
+                certno=certno,
+            )
+        )
 
     async def card_challenge(
         self,
@@ -347,11 +292,12 @@ class Client:
         new call simply gets a new challenge."""
         if (ext_process_factor is None) != (ext_challenge is None):
             raise ValueError("ext_process_factor and ext_challenge go together")
-        data = {"card_sn": card_sn}
-        if ext_process_factor is not None and ext_challenge is not None:
-            data["ext_process_factor"] = ext_process_factor.hex().upper()
-            data["ext_challenge"] = ext_challenge.hex().upper()
-        return await self.call("9301", {"data": data}, tx9301.Output, state_changing=False)
+        data = tx9301.Data(
+            card_sn=card_sn,
+            ext_process_factor=(ext_process_factor or b"").hex().upper(),
+            ext_challenge=(ext_challenge or b"").hex().upper(),
+        )
+        return await self.call(tx9301.Input(data=data), tx9301.Output, state_changing=False)
 
     async def person_info_by_card(
         self,
@@ -369,79 +315,74 @@ class Client:
         are checked against the card's holder when given. The challenge is consumed
         by the first attempt, whatever its answer: after a failure or a lost answer
         start again from 9301."""
-        data: dict[str, Any] = {
-            "mdtrt_cert_type": tx1101.CERT_TYPE_CARD,
-            "mdtrt_cert_no": card_no,
-            "card_sn": card_sn,
-            "yk_card_auth": {
-                "challenge": challenge.hex().upper(),
-                "process_factor": process_factor.hex().upper(),
-                "cryptogram": cryptogram.hex().upper(),
-            },
-        }
-        if certno:
-            data["psn_cert_type"] = "01"
-            data["certno"] = certno
-        if psn_name:
-            data["psn_name"] = psn_name
-        return await self.call("1101", {"data": data}, tx1101.Output, state_changing=False)
+        auth = tx1101.CardAuth(
+            challenge=challenge.hex().upper(),
+            process_factor=process_factor.hex().upper(),
+            cryptogram=cryptogram.hex().upper(),
+        )
+        return await self.person_info(
+            tx1101.Data(
+                mdtrt_cert_type=tx1101.CERT_TYPE_CARD,
+                mdtrt_cert_no=card_no,
+                card_sn=card_sn,
+                psn_cert_type="01" if certno else "",
+                certno=certno,
+                psn_name=psn_name,
+                yk_card_auth=auth,
+            )
+        )
 
     async def person_info_by_ecard(self, token_id: str, qr: str) -> tx1101.Output:
         """1101 by e-card (mdtrt_cert_type 01): `token_id` goes where the national
         ecToken goes (mdtrt_cert_no), the whole QR text in `yk_ecard_qr`. A token is
         single use: the first accepted call burns it."""
-        data = {
-            "mdtrt_cert_type": tx1101.CERT_TYPE_ECARD,
-            "mdtrt_cert_no": token_id,
-            "yk_ecard_qr": qr,
-        }
-        return await self.call("1101", {"data": data}, tx1101.Output, state_changing=False)
+        data = tx1101.Data(
+            mdtrt_cert_type=tx1101.CERT_TYPE_ECARD, mdtrt_cert_no=token_id, yk_ecard_qr=qr
+        )
+        return await self.person_info(data)
 
-    async def register(self, insuplc_admdvs: str, data: dict[str, Any]) -> tx2201.Output:
-        return await self.call("2201", {"data": data}, tx2201.Output, insuplc_admdvs=insuplc_admdvs)
+    async def register(self, insuplc_admdvs: str, data: tx2201.Data) -> tx2201.Output:
+        request = tx2201.Input(data=data)
+        return await self.call(request, tx2201.Output, insuplc_admdvs=insuplc_admdvs)
 
-    async def cancel_registration(
-        self, insuplc_admdvs: str, psn_no: str, mdtrt_id: str, ipt_otp_no: str
-    ) -> tx2202.Output:
-        data = {"psn_no": psn_no, "mdtrt_id": mdtrt_id, "ipt_otp_no": ipt_otp_no}
-        return await self.call("2202", {"data": data}, tx2202.Output, insuplc_admdvs=insuplc_admdvs)
+    async def cancel_registration(self, insuplc_admdvs: str, data: tx2202.Data) -> tx2202.Output:
+        request = tx2202.Input(data=data)
+        return await self.call(request, tx2202.Output, insuplc_admdvs=insuplc_admdvs)
 
     async def visit_info(
-        self, insuplc_admdvs: str, mdtrtinfo: dict[str, Any], diseinfo: list[dict[str, Any]]
+        self,
+        insuplc_admdvs: str,
+        mdtrtinfo: tx2203.MdtrtInfo,
+        diseinfo: Sequence[tx2203.DiseInfo] = (),
     ) -> tx2203.Output:
-        body = {"mdtrtinfo": mdtrtinfo, "diseinfo": diseinfo}
-        return await self.call("2203", body, tx2203.Output, insuplc_admdvs=insuplc_admdvs)
+        request = tx2203.Input(mdtrtinfo=mdtrtinfo, diseinfo=list(diseinfo))
+        return await self.call(request, tx2203.Output, insuplc_admdvs=insuplc_admdvs)
 
     async def upload_fees(
-        self, insuplc_admdvs: str, feedetail: list[dict[str, Any]]
+        self, insuplc_admdvs: str, feedetail: Sequence[tx2204.FeeDetail]
     ) -> tx2204.Output:
+        request = tx2204.Input(feedetail=list(feedetail))
+        return await self.call(request, tx2204.Output, insuplc_admdvs=insuplc_admdvs)
+
+    async def cancel_fees(self, insuplc_admdvs: str, data: tx2205.Data) -> tx2205.Output:
+        """2205; `chrg_bchno=tx2205.ALL_BATCHES` cancels every unsettled detail."""
+        request = tx2205.Input(data=data)
+        return await self.call(request, tx2205.Output, insuplc_admdvs=insuplc_admdvs)
+
+    async def pre_settle(self, insuplc_admdvs: str, data: tx2206.Data) -> setl.Output:
+        """2206; a 2207 `Data` may be given: its 2207-only fields are not sent."""
+        request = tx2206.Input(data=data)
         return await self.call(
-            "2204", {"feedetail": feedetail}, tx2204.Output, insuplc_admdvs=insuplc_admdvs
+            request, tx2206.Output, insuplc_admdvs=insuplc_admdvs, state_changing=False
         )
 
-    async def cancel_fees(
-        self, insuplc_admdvs: str, psn_no: str, mdtrt_id: str, chrg_bchno: str = "0000"
-    ) -> tx2205.Output:
-        data = {"mdtrt_id": mdtrt_id, "chrg_bchno": chrg_bchno, "psn_no": psn_no}
-        return await self.call("2205", {"data": data}, tx2205.Output, insuplc_admdvs=insuplc_admdvs)
+    async def settle(self, insuplc_admdvs: str, data: tx2207.Data) -> setl.Output:
+        request = tx2207.Input(data=data)
+        return await self.call(request, tx2207.Output, insuplc_admdvs=insuplc_admdvs)
 
-    async def pre_settle(self, insuplc_admdvs: str, data: dict[str, Any]) -> setl.Output:
-        return await self.call(
-            "2206",
-            {"data": data},
-            tx2206.Output,
-            insuplc_admdvs=insuplc_admdvs,
-            state_changing=False,
-        )
-
-    async def settle(self, insuplc_admdvs: str, data: dict[str, Any]) -> setl.Output:
-        return await self.call("2207", {"data": data}, tx2207.Output, insuplc_admdvs=insuplc_admdvs)
-
-    async def cancel_settlement(
-        self, insuplc_admdvs: str, psn_no: str, mdtrt_id: str, setl_id: str
-    ) -> setl.Output:
-        data = {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": psn_no}
-        return await self.call("2208", {"data": data}, tx2208.Output, insuplc_admdvs=insuplc_admdvs)
+    async def cancel_settlement(self, insuplc_admdvs: str, data: tx2208.Data) -> setl.Output:
+        request = tx2208.Input(data=data)
+        return await self.call(request, tx2208.Output, insuplc_admdvs=insuplc_admdvs)
 
 
 def yuan(value: decimal.Decimal | int | str) -> decimal.Decimal:

@@ -32,7 +32,8 @@ from typing import TypeVar
 
 from card.reader import Reader
 from card.ssse import CardAlgorithm, CardBasics, CardError, CardHolder, CardSession
-from terminals.client import BusinessError, Client, ServiceUnavailable, YikatongError
+from terminals.client import Client
+from terminals.errors import BusinessError, ServiceUnavailable, YikatongError
 from terminals.messages import tx1101
 
 T = TypeVar("T")

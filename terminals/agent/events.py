@@ -98,7 +98,8 @@ class ReaderWatcher:
             await asyncio.to_thread(self._thread.join, self._poll_s * 4)
 
     def _emit(self, kind: EventKind) -> None:
-        assert self._loop is not None
+        if self._loop is None:  # _run is only started by start(), which sets it
+            raise AssertionError("ReaderWatcher emitted before start()")
         asyncio.run_coroutine_threadsafe(self._log.publish(kind), self._loop)
 
     def _run(self) -> None:

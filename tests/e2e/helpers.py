@@ -6,10 +6,12 @@ import decimal
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from simulators.population import Person
 from terminals.checks import identity_failures
 from terminals.client import Client, yuan
-from terminals.messages import setl
+from terminals.messages import setl, tx2201, tx2203, tx2204, tx2207
 
 NOW = "2026-11-29 09:30:00"
 
@@ -22,19 +24,18 @@ class Visit:
     ipt_otp_no: str
     total: decimal.Decimal
 
-    def settle_data(self, **overrides: Any) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "psn_no": self.person.psn_no,
-            "mdtrt_cert_type": "02",
-            "mdtrt_cert_no": self.person.certno,
-            "med_type": "11",
-            "medfee_sumamt": self.total,
-            "mdtrt_id": self.mdtrt_id,
-            "insutype": self.person.insutype,
-            "acct_used_flag": "1",
-        }
-        data.update(overrides)
-        return data
+    def settle_data(self, **overrides: Any) -> tx2207.Data:
+        data = tx2207.Data(
+            psn_no=self.person.psn_no,
+            mdtrt_cert_type="02",
+            mdtrt_cert_no=self.person.certno,
+            med_type="11",
+            medfee_sumamt=self.total,
+            mdtrt_id=self.mdtrt_id,
+            insutype=self.person.insutype,
+            acct_used_flag="1",
+        )
+        return msgspec.structs.replace(data, **overrides)
 
 
 _counter = 0
@@ -42,20 +43,45 @@ _counter = 0
 
 def fee_line(
     n: int, visit_id: str, psn_no: str, code: str, pric: str, cnt: str = "1"
-) -> dict[str, Any]:
+) -> tx2204.FeeDetail:
     p, c = decimal.Decimal(pric), decimal.Decimal(cnt)
-    return {
-        "feedetl_sn": f"{n:04d}",
-        "mdtrt_id": visit_id,
-        "psn_no": psn_no,
-        "chrg_bchno": "B001",
-        "fee_ocur_time": NOW,
-        "med_list_codg": code,
-        "medins_list_codg": f"L{code}",
-        "det_item_fee_sumamt": yuan(p * c),
-        "cnt": c,
-        "pric": p,
-    }
+    return tx2204.FeeDetail(
+        feedetl_sn=f"{n:04d}",
+        mdtrt_id=visit_id,
+        psn_no=psn_no,
+        chrg_bchno="B001",
+        fee_ocur_time=NOW,
+        med_list_codg=code,
+        medins_list_codg=f"L{code}",
+        det_item_fee_sumamt=yuan(p * c),
+        cnt=c,
+        pric=p,
+    )
+
+
+def registration(person: Person, ipt_otp_no: str) -> tx2201.Data:
+    """2201 data for `person` by ID number at NOW."""
+    return tx2201.Data(
+        psn_no=person.psn_no,
+        insutype=person.insutype,
+        begntime=NOW,
+        mdtrt_cert_type="02",
+        mdtrt_cert_no=person.certno,
+        ipt_otp_no=ipt_otp_no,
+    )
+
+
+def visit_info(mdtrt_id: str, psn_no: str) -> tuple[tx2203.MdtrtInfo, list[tx2203.DiseInfo]]:
+    """2203 for a general outpatient visit (11) with one main diagnosis."""
+    info = tx2203.MdtrtInfo(mdtrt_id=mdtrt_id, psn_no=psn_no, med_type="11", begntime=NOW)
+    diagnosis = tx2203.DiseInfo(
+        diag_type="1",
+        diag_srt_no=1,
+        diag_code="J06.900",
+        diag_name="急性上呼吸道感染",
+        diag_time=NOW,
+    )
+    return info, [diagnosis]
 
 
 async def open_visit(client: Client, person: Person, items: list[tuple[str, str, str]]) -> Visit:
@@ -65,35 +91,13 @@ async def open_visit(client: Client, person: Person, items: list[tuple[str, str,
     info = await client.person_info_by_id_number(person.certno)
     region = info.insuinfo[0].insuplc_admdvs
     ipt_otp_no = f"E2E{_counter:07d}"
-    reg = await client.register(
-        region,
-        {
-            "psn_no": person.psn_no,
-            "insutype": person.insutype,
-            "begntime": NOW,
-            "mdtrt_cert_type": "02",
-            "mdtrt_cert_no": person.certno,
-            "ipt_otp_no": ipt_otp_no,
-        },
-    )
+    reg = await client.register(region, registration(person, ipt_otp_no))
     mdtrt_id = reg.data.mdtrt_id
-    await client.visit_info(
-        region,
-        {"mdtrt_id": mdtrt_id, "psn_no": person.psn_no, "med_type": "11", "begntime": NOW},
-        [
-            {
-                "diag_type": "1",
-                "diag_srt_no": 1,
-                "diag_code": "J06.900",
-                "diag_name": "急性上呼吸道感染",
-                "diag_time": NOW,
-            }
-        ],
-    )
+    await client.visit_info(region, *visit_info(mdtrt_id, person.psn_no))
     lines = [fee_line(i + 1, mdtrt_id, person.psn_no, *item) for i, item in enumerate(items)]
     if lines:
         await client.upload_fees(region, lines)
-    total = sum((decimal.Decimal(str(x["det_item_fee_sumamt"])) for x in lines), decimal.Decimal(0))
+    total = sum((x.det_item_fee_sumamt for x in lines), decimal.Decimal(0))
     return Visit(person, region, mdtrt_id, ipt_otp_no, yuan(total))
 
 
@@ -105,6 +109,6 @@ def assert_identities(info: setl.SetlInfo) -> None:
     assert identity_failures(info) == []
 
 
-def valid_line(visit: Visit) -> dict[str, Any]:
+def valid_line(visit: Visit) -> tx2204.FeeDetail:
     """One valid 甲 line of 100.00 for `visit`, to be broken by a test."""
     return fee_line(1, visit.mdtrt_id, visit.person.psn_no, "TJIA0001", "100.00")

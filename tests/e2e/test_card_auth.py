@@ -24,7 +24,7 @@ from hsm.cardauth import external_auth_cryptogram, internal_auth_cryptogram
 from simulators.card.keys import CardKeys, IssuerMasters, card_keys, clone_keys
 from simulators.population import Card, Person
 from terminals.client import BusinessError, Client
-from terminals.messages import tx1101
+from terminals.messages import tx1101, tx9301
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
 from tests.support import hsm_env, http_get
@@ -148,14 +148,8 @@ async def test_9301_ext_cryptogram_is_the_cards_external_auth_answer(
         assert len(issued.challenge) == 16
     with pytest.raises(ValueError, match="go together"):
         await his.card_challenge(card.card_sn, ext_pf, None)
-    err = await refused(
-        his.call(
-            "9301",
-            {"data": {"card_sn": card.card_sn, "ext_challenge": ext_challenge.hex()}},
-            tx1101.Output,
-            state_changing=False,
-        )
-    )
+    half = tx9301.Data(card_sn=card.card_sn, ext_challenge=ext_challenge.hex())
+    err = await refused(his.call(tx9301.Input(data=half), tx9301.Output, state_changing=False))
     assert err.code is ResultCode.field_invalid
 
 
@@ -266,13 +260,13 @@ async def test_unknown_card_and_missing_auth_data_are_refused(his: Client, cards
         his.person_info_by_card(card.card_no, unknown, challenge, bytes(8), bytes(8))
     )
     assert err.code is ResultCode.card_unknown
-    data = {"mdtrt_cert_type": "03", "mdtrt_cert_no": card.card_no, "card_sn": card.card_sn}
-    err = await refused(his.call("1101", {"data": data}, tx1101.Output, state_changing=False))
+    data = tx1101.Data(mdtrt_cert_type="03", mdtrt_cert_no=card.card_no, card_sn=card.card_sn)
+    err = await refused(his.person_info(data))
     assert err.code is ResultCode.auth_data_missing
     assert err.err_msg.startswith("input.data.yk_card_auth")
-    auth = {"challenge": challenge.hex(), "process_factor": "00" * 8, "cryptogram": "00" * 8}
-    as_id = {"mdtrt_cert_type": "02", "mdtrt_cert_no": person.certno, "yk_card_auth": auth}
-    err = await refused(his.call("1101", {"data": as_id}, tx1101.Output, state_changing=False))
+    auth = tx1101.CardAuth(challenge=challenge.hex(), process_factor="00" * 8, cryptogram="00" * 8)
+    as_id = tx1101.Data(mdtrt_cert_type="02", mdtrt_cert_no=person.certno, yk_card_auth=auth)
+    err = await refused(his.person_info(as_id))
     assert err.code is ResultCode.field_invalid
     # None of these touched the challenge: it still authenticates the card.
     out = await present(his, card, person, keys, challenge=challenge)

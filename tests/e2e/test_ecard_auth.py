@@ -150,14 +150,14 @@ async def test_malformed_or_missing_qr_is_refused(
         err = await refused(his.person_info_by_ecard(issued.token_id, qr))
         assert err.code is ResultCode.ecard_token_malformed, qr
         assert err.err_msg.startswith("input.data.yk_ecard_qr: ")
-    data = {"mdtrt_cert_type": "01", "mdtrt_cert_no": issued.token_id}
-    err = await refused(his.call("1101", {"data": data}, tx1101.Output, state_changing=False))
+    data = tx1101.Data(mdtrt_cert_type="01", mdtrt_cert_no=issued.token_id)
+    err = await refused(his.person_info(data))
     assert err.code is ResultCode.auth_data_missing
-    over_long = {**data, "yk_ecard_qr": "A" * 513}
-    err = await refused(his.call("1101", {"data": over_long}, tx1101.Output, state_changing=False))
+    over_long = msgspec.structs.replace(data, yk_ecard_qr="A" * 513)  # the engine checks it
+    err = await refused(his.person_info(over_long))
     assert err.code is ResultCode.field_invalid
-    as_card = {"mdtrt_cert_type": "03", "mdtrt_cert_no": "S00000001", "yk_ecard_qr": issued.qr}
-    err = await refused(his.call("1101", {"data": as_card}, tx1101.Output, state_changing=False))
+    as_card = tx1101.Data(mdtrt_cert_type="03", mdtrt_cert_no="S00000001", yk_ecard_qr=issued.qr)
+    err = await refused(his.person_info(as_card))
     assert err.code is ResultCode.field_invalid
 
 

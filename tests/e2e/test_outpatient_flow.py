@@ -10,9 +10,10 @@ import decimal
 import pytest
 
 from terminals.client import BusinessError, Client, yuan
+from terminals.messages import tx2201, tx2202, tx2205, tx2207, tx2208
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
-from tests.e2e.helpers import assert_identities, fen, open_visit
+from tests.e2e.helpers import Visit, assert_identities, fen, open_visit
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,10 @@ KNOWN_VISIT = [
 
 async def postings_count(d: Deployment) -> object:
     return await d.fetchval("SELECT count(*) FROM postings")
+
+
+def cancellation(visit: Visit, setl_id: str | None) -> tx2208.Data:
+    return tx2208.Data(setl_id=setl_id or "", mdtrt_id=visit.mdtrt_id, psn_no=visit.person.psn_no)
 
 
 async def test_full_flow_settles_to_the_fen_and_cancel_restores_everything(
@@ -60,7 +65,7 @@ async def test_full_flow_settles_to_the_fen_and_cancel_restores_everything(
     report = await deployment.ledger()
     assert report.balanced, report.violations
 
-    cancel = await his.cancel_settlement(visit.region, person.psn_no, visit.mdtrt_id, info.setl_id)
+    cancel = await his.cancel_settlement(visit.region, cancellation(visit, info.setl_id))
     assert cancel.setlinfo.fund_pay_sumamt == -info.fund_pay_sumamt
     assert fen(cancel.setlinfo.balc) == balance_before
     assert (
@@ -86,7 +91,7 @@ async def test_identical_repeat_returns_the_stored_answer_and_posts_nothing(
         await c.sign_in()
         visit = await open_visit(c, deployment.person(), KNOWN_VISIT[:2])
         msgid = await c.msgids.next()
-        body = c.envelope("2207", msgid, {"data": visit.settle_data()}, visit.region)
+        body = c.envelope(msgid, tx2207.Input(data=visit.settle_data()), visit.region)
         first = await c.post(body)
         before = await postings_count(deployment)
         second = await c.post(body)  # new nonce and timestamp, same msgid and body
@@ -94,7 +99,7 @@ async def test_identical_repeat_returns_the_stored_answer_and_posts_nothing(
         assert await postings_count(deployment) == before
 
         changed = c.envelope(
-            "2207", msgid, {"data": visit.settle_data(acct_used_flag="0")}, visit.region
+            msgid, tx2207.Input(data=visit.settle_data(acct_used_flag="0")), visit.region
         )
         status, raw = await c.post(changed)
         assert status == 200
@@ -109,11 +114,10 @@ async def test_cancel_twice_is_refused_and_ledger_unchanged(deployment: Deployme
         person = deployment.person()
         visit = await open_visit(c, person, KNOWN_VISIT[:1])
         out = await c.settle(visit.region, visit.settle_data())
-        setl_id = out.setlinfo.setl_id or ""
-        await c.cancel_settlement(visit.region, person.psn_no, visit.mdtrt_id, setl_id)
+        await c.cancel_settlement(visit.region, cancellation(visit, out.setlinfo.setl_id))
         before = await postings_count(deployment)
         with pytest.raises(BusinessError) as err:
-            await c.cancel_settlement(visit.region, person.psn_no, visit.mdtrt_id, setl_id)
+            await c.cancel_settlement(visit.region, cancellation(visit, out.setlinfo.setl_id))
         assert err.value.code is ResultCode.settlement_already_cancelled
         assert "setl_id" in err.value.err_msg
         assert await postings_count(deployment) == before
@@ -128,9 +132,7 @@ async def test_settle_after_cancel(deployment: Deployment) -> None:
         person = deployment.person()
         visit = await open_visit(c, person, KNOWN_VISIT[:2])
         first = await c.settle(visit.region, visit.settle_data())
-        await c.cancel_settlement(
-            visit.region, person.psn_no, visit.mdtrt_id, first.setlinfo.setl_id or ""
-        )
+        await c.cancel_settlement(visit.region, cancellation(visit, first.setlinfo.setl_id))
         again = await c.settle(visit.region, visit.settle_data())
         assert again.setlinfo.setl_id != first.setlinfo.setl_id
         assert again.setlinfo.medfee_sumamt == first.setlinfo.medfee_sumamt
@@ -138,14 +140,18 @@ async def test_settle_after_cancel(deployment: Deployment) -> None:
             await c.settle(visit.region, visit.settle_data())
         assert err.value.code is ResultCode.visit_already_settled
 
-        await c.cancel_settlement(
-            visit.region, person.psn_no, visit.mdtrt_id, again.setlinfo.setl_id or ""
+        await c.cancel_settlement(visit.region, cancellation(visit, again.setlinfo.setl_id))
+        every = tx2205.Data(
+            mdtrt_id=visit.mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=person.psn_no
         )
-        await c.cancel_fees(visit.region, person.psn_no, visit.mdtrt_id)
+        await c.cancel_fees(visit.region, every)
         with pytest.raises(BusinessError) as err:
             await c.settle(visit.region, visit.settle_data())
         assert err.value.code is ResultCode.fee_details_none_unsettled
-        await c.cancel_registration(visit.region, person.psn_no, visit.mdtrt_id, visit.ipt_otp_no)
+        unreg = tx2202.Data(
+            psn_no=person.psn_no, mdtrt_id=visit.mdtrt_id, ipt_otp_no=visit.ipt_otp_no
+        )
+        await c.cancel_registration(visit.region, unreg)
         with pytest.raises(BusinessError) as err:
             await c.settle(visit.region, visit.settle_data())
         assert err.value.code is ResultCode.visit_cancelled
@@ -159,14 +165,14 @@ async def test_unknown_person_is_refused(deployment: Deployment, his: Client) ->
     with pytest.raises(BusinessError) as err:
         await his.register(
             "510100",
-            {
-                "psn_no": "510100999999999999",
-                "insutype": "310",
-                "begntime": "2026-11-29 09:00:00",
-                "mdtrt_cert_type": "02",
-                "mdtrt_cert_no": "510104199001010000",
-                "ipt_otp_no": "NOBODY01",
-            },
+            tx2201.Data(
+                psn_no="510100999999999999",
+                insutype="310",
+                begntime="2026-11-29 09:00:00",
+                mdtrt_cert_type="02",
+                mdtrt_cert_no="510104199001010000",
+                ipt_otp_no="NOBODY01",
+            ),
         )
     assert err.value.code is ResultCode.person_not_found
     assert err.value.err_msg.startswith("input.data.psn_no")

@@ -1,5 +1,7 @@
 """The edge of POST /api/v1/tx: every kind of bad request is answered with its
-documented status and result code, the error names the field, and nothing changes."""
+documented status and result code, the error names the field, and nothing changes.
+Bodies are built with the SDK's unchecked path (`Client.envelope_raw`), starting from
+the JSON object the SDK sends for a valid request (`terminals.wire.as_dict`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from terminals import signing
+from terminals import signing, wire
 from terminals.client import PATH, Client
 from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import open_visit, valid_line
@@ -61,7 +63,7 @@ async def signed_in(deployment: Deployment) -> AsyncIterator[Client]:
 async def envelope(client: Client, infno: str, input_obj: Any, **fields: Any) -> bytes:
     """A valid envelope from `client` (its sign_no, a fresh msgid) with `fields` changed."""
     msgid = await client.msgids.next()
-    data = msgspec.json.decode(client.envelope(infno, msgid, input_obj, "510100"))
+    data = msgspec.json.decode(client.envelope_raw(infno, msgid, input_obj, "510100"))
     data.update(fields)
     return msgspec.json.encode(data)
 
@@ -193,7 +195,7 @@ async def test_bad_fee_detail_names_its_field_and_changes_nothing(
     deployment: Deployment, signed_in: Client, mutate: Any, field: str, result: str
 ) -> None:
     visit = await open_visit(signed_in, deployment.person(), [])
-    line = valid_line(visit)
+    line = wire.as_dict(valid_line(visit))
     mutate(line)
     body = await envelope(signed_in, "2204", {"feedetail": [line]}, insuplc_admdvs=visit.region)
     before = await ledger_size(deployment)
@@ -213,7 +215,7 @@ async def test_three_decimal_settlement_amount_is_refused(
     deployment: Deployment, signed_in: Client
 ) -> None:
     visit = await open_visit(signed_in, deployment.person(), [("TJIA0001", "100.00", "1")])
-    data = visit.settle_data()
+    data = wire.as_dict(visit.settle_data())
     data["medfee_sumamt"] = "100.001"
     body = await envelope(signed_in, "2207", {"data": data}, insuplc_admdvs=visit.region)
     before = await ledger_size(deployment)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from terminals.client import BusinessError, Client, OutcomeUnknown
-from terminals.messages import setl
+from terminals.messages import setl, tx2207
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import open_visit
@@ -64,7 +64,7 @@ async def test_reversal_before_the_original_arrives_refuses_the_late_original(
         person = deployment.person()
         visit = await open_visit(c, person, [("TJIA0001", "100.00", "1")])
         msgid = await c.msgids.next()
-        body = c.envelope("2207", msgid, {"data": visit.settle_data()}, visit.region)
+        body = c.envelope(msgid, tx2207.Input(data=visit.settle_data()), visit.region)
         never_sent = OutcomeUnknown("2207", msgid, body, TimeoutError())
         out = await c.reverse(never_sent)
         assert (out.data.rslt, out.data.setl_id) == ("tombstoned", None)
