@@ -25,11 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine import __version__, constants, openapi
 from engine.config import Config
 from engine.db.pool import DatabaseUnavailableError, probe
-from engine.hsm_runtime import timed
+from engine.hsm_runtime import readiness_problem
 from engine.http_tx import TxEndpoint, handle_tx
 from engine.logs import request_id_var
 from engine.metrics import EngineMetrics
-from hsm.errors import HsmError
 from hsm.protocol import Hsm
 
 log = logging.getLogger("engine.http")
@@ -158,18 +157,18 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, object] = {"database": {"latency_ms": round(elapsed_s * 1000, 3)}}
     if state.hsm is not None:
         started = time.perf_counter()
+        deadline_s = state.config.hsm.deadline_s
+        master = state.tx.terminal_mac_master if state.tx is not None else None
         try:
-            deadline_s = state.config.hsm.deadline_s
-            async with asyncio.timeout(deadline_s):
-                await timed(
-                    state.metrics,
-                    state.hsm.backend,
-                    "random_bytes",
-                    state.hsm.random_bytes(8, deadline_s=deadline_s),
+            async with asyncio.timeout(deadline_s * 2):
+                problem = await readiness_problem(
+                    state.hsm, master, deadline_s=deadline_s, metrics=state.metrics
                 )
-        except (TimeoutError, HsmError) as exc:
-            log.warning("HSM readiness probe failed", extra={"fields": {"error": repr(exc)}})
-            return _unready(f"hsm: {type(exc).__name__}: {exc}")
+        except TimeoutError:
+            problem = f"hsm unavailable: no answer within {deadline_s}s"
+        if problem is not None:
+            log.warning("HSM readiness probe failed", extra={"fields": {"reason": problem}})
+            return _unready(problem)
         checks["hsm"] = {
             "backend": state.hsm.backend,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),

@@ -12,6 +12,12 @@ from typing import Final
 # The national envelope allows `input` up to 40 000 characters; a UTF-8 body of the
 # whole envelope therefore stays well under 256 KiB.
 HTTP_BODY_BYTES_MAX: Final = 256 * 1024
+# Arrays and objects nested in a body: the messages nest 4 levels today (envelope →
+# input → feedetail → fee line). Deeper is refused before any decoder recurses into it.
+HTTP_BODY_DEPTH_MAX: Final = 32
+# A key quoted in an error message is cut to this many characters: the answer and the
+# log line must not echo a client's 256 KiB key.
+HTTP_ERR_KEY_CHARS_MAX: Final = 64
 # Request ids a caller may pass in X-Request-Id: printable, short, no spaces.
 REQUEST_ID_LENGTH_MAX: Final = 64
 # Sleep route for graceful-shutdown drills (enabled only by server.debug_routes).
@@ -65,10 +71,10 @@ EXIT_HSM: Final = 4
 # --- Settlement protocol -----------------------------------------------------------------
 # Accepted difference between a request's X-Yk-Timestamp and the engine's clock.
 SIGNATURE_SKEW_S_MAX: Final = 300
-# Nonces remembered at once (per process); past this, requests get 503 until some expire.
-NONCE_STORE_CAPACITY: Final = 1_000_000
 # A database transaction that hits a serialization failure or deadlock is retried.
 TX_DB_RETRIES_MAX: Final = 3
+# After a line lost mid-commit: how often to look whether its backend is done.
+LOST_COMMIT_POLL_S: Final = 0.01
 # The platform's local time (China Standard Time, no daylight saving) for wire times.
 PLATFORM_UTC_OFFSET_H: Final = 8
 # Terminal keys and institution levels are cached per process for this long: a

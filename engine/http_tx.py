@@ -22,7 +22,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +30,18 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from engine import constants
+from engine import constants, edge
 from engine.cache import TtlCache
-from engine.hsm_runtime import timed
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.hsm_runtime import answer_for, timed
+from engine.invariant import InvariantViolation, invariant
+from engine.txn import flow as txflow
 from engine.txn import pipeline
-from engine.txn.common import field_message
+from engine.txn.common import DecodeInput
 from engine.txn.context import Services, Terminal, TxContext
-from engine.txn.registry import TxSpec
+from engine.txn.db import TxDb
+from engine.txn.flow import ClaimedConcurrently
+from engine.txn.pipeline import TxSpec
 from hsm.errors import HsmError
 from hsm.protocol import Hsm, KeyRef
 from terminals import signing
@@ -47,7 +52,6 @@ log = logging.getLogger("engine.tx")
 
 PLATFORM_TZ = dt.timezone(dt.timedelta(hours=constants.PLATFORM_UTC_OFFSET_H))
 _encoder = msgspec.json.Encoder(decimal_format="number")
-_envelope_decoder = msgspec.json.Decoder(Envelope)
 _serials = itertools.count(random.randrange(10**9))
 
 # Unique constraints that concurrent requests can hit after their checks passed.
@@ -67,16 +71,22 @@ _UNIQUE_REFUSALS = {
 }
 
 
+# (HTTP status, answer bytes, result code, infno label for the metrics)
+_Answered = tuple[int, bytes, ResultCode, str]
+
+
 @dataclass
 class TxEndpoint:
-    registry: dict[str, TxSpec]
+    registry: Mapping[str, TxSpec]
     services: Services
     metrics: Any  # engine.metrics.EngineMetrics (tx counters)
-    nonces: Any  # engine.nonces.NonceStore
     get_pool: Any  # () -> asyncpg.Pool | None
     hsm: Hsm
     terminal_mac_master: KeyRef
     hsm_deadline_s: float
+    request_budget_s: float  # server.request_timeout_s: every DB call gets what is left
+    acquire_timeout_s: float  # database.acquire_timeout_s
+    clock: Clock = SYSTEM_CLOCK
     terminals: TtlCache[str, asyncpg.Record] = field(
         default_factory=lambda: TtlCache(
             constants.REFERENCE_CACHE_CAPACITY, constants.REFERENCE_CACHE_TTL_S
@@ -186,10 +196,22 @@ def _check_headers(request: web.Request, now_s: float) -> tuple[ResultCode, str]
     return None
 
 
+def _too_large(endpoint: TxEndpoint, received: dt.datetime) -> web.Response:
+    """413 as the protocol's JSON answer (not aiohttp's text/plain), counted."""
+    refused = edge.too_large()
+    endpoint.metrics.tx_total.labels("unknown", refused.code.name).inc()
+    status, body = _reply(
+        refused.code, status=refused.status, received=received, err_msg=refused.err_msg
+    )
+    return _response(status, body)
+
+
 async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
     received = dt.datetime.now(PLATFORM_TZ)
     started = time.perf_counter()
-    body = await request.read()
+    body = await edge.read_body(request)
+    if body is None:
+        return _too_large(endpoint, received)
     pool = endpoint.get_pool()
     if pool is None:
         return _response(
@@ -197,24 +219,34 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
         )
     timeout_s = endpoint.services.command_timeout_s
     infno, code = "unknown", ResultCode.ok
-    # The request's every database call goes through this one connection (nonces are in
-    # memory), so its round trips are the difference of two readings of its counter.
-    # The reading after release also sees a ROLLBACK the pool's reset may send.
-    round_trips: Callable[[], int] | None = None
-    round_trips_before = 0
+    # The request's every database call goes through this one connection, so its round
+    # trips are the difference of two readings of its counter — both taken while the
+    # request holds it: the pool hands a released connection to the next request in
+    # another task, whose BEGIN would otherwise be counted here (the transaction core
+    # never leaves a transaction open for the pool's reset to roll back).
+    used = 0
     try:
-        async with pool.acquire(timeout=timeout_s) as conn:
-            round_trips = conn.round_trips  # bound to the connection, not to the pool proxy
-            round_trips_before = round_trips()
-            status, out, code, infno = await _authenticated(request, endpoint, conn, body, received)
+        async with pool.acquire(timeout=min(endpoint.acquire_timeout_s, timeout_s)) as conn:
+            round_trips: Callable[[], int] = conn.round_trips  # the connection's, not the proxy's
+            before = round_trips()
+            try:
+                status, out, code, infno = await _authenticated(
+                    request, endpoint, conn, body, received
+                )
+            finally:
+                used = round_trips() - before
     except HsmError as exc:
-        # The HSM is an operating dependency: its failure is "try again", not a 500 and
-        # not a signature refusal.
-        log.error("HSM failed while checking a signature", extra={"fields": {"error": repr(exc)}})
-        code = ResultCode.hsm_unavailable
+        # Never a 500 nor a signature refusal: an outage is "try again" (503 +
+        # Retry-After), a misconfiguration 503 hsm_misconfigured without Retry-After
+        # (engine.hsm_runtime says which is which, and logs it bounded).
+        hsm_answer = answer_for(exc)
+        hsm_answer.log(log)
+        code = hsm_answer.code
         status, out = _reply(
-            code, status=503, received=received, err_msg="HSM unavailable; try again"
+            code, status=hsm_answer.status, received=received, err_msg=hsm_answer.client_message
         )
+        if not hsm_answer.retry_after:
+            return _response(status, out)  # still counted: the finally below runs first
     except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
         log.warning(
             "database unavailable during transaction", extra={"fields": {"error": repr(exc)}}
@@ -227,7 +259,6 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
         elapsed_s = time.perf_counter() - started
         endpoint.metrics.tx_total.labels(infno, code.name).inc()
         endpoint.metrics.tx_latency.labels(infno).observe(elapsed_s)
-        used = 0 if round_trips is None else round_trips() - round_trips_before
         endpoint.metrics.tx_db_round_trips.labels(infno).observe(used)
     return _response(status, out, status == 503)
 
@@ -244,7 +275,6 @@ async def _authenticated(
     terminal = None
     if bad is None:
         terminal = await _terminal(endpoint, conn, request.headers[signing.HEADER_TERMINAL], now_s)
-        h = request.headers
         if terminal is None or not terminal["active"]:
             bad = (
                 ResultCode.terminal_unknown,
@@ -252,83 +282,203 @@ async def _authenticated(
             )
         elif not await _signature_valid(endpoint, terminal["terminal_id"], request, body):
             bad = (ResultCode.signature_invalid, f"{signing.HEADER_SIGNATURE}: does not match")
-        else:
-            fresh = endpoint.nonces.check_and_remember(
-                terminal["terminal_id"], h[signing.HEADER_NONCE], now_s
-            )
-            if fresh is None:
-                code = ResultCode.overloaded
-                return (
-                    *_reply(code, status=503, received=received, err_msg="too many requests"),
-                    code,
-                    "unknown",
-                )
-            if not fresh:
-                bad = (ResultCode.nonce_replayed, f"{signing.HEADER_NONCE}: already used")
     if bad is not None:
         return (*_reply(bad[0], status=401, received=received, err_msg=bad[1]), bad[0], "unknown")
-    assert terminal is not None
-    try:
-        env = _envelope_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        code = ResultCode.field_invalid
-        return (*_reply(code, received=received, err_msg=field_message(exc, "")), code, "unknown")
-    except msgspec.DecodeError as exc:
-        code = ResultCode.request_body_malformed
+    if terminal is None:  # _check_headers and the lookup above refuse that
+        raise InvariantViolation("no terminal after the signature check")
+    deadline = endpoint.clock.monotonic() + endpoint.request_budget_s
+    db = TxDb(conn, endpoint.clock, deadline, endpoint.services.command_timeout_s)
+    nonce = request.headers[signing.HEADER_NONCE]
+    nonce_expires = dt.datetime.fromtimestamp(
+        int(request.headers[signing.HEADER_TIMESTAMP]) + constants.SIGNATURE_SKEW_S_MAX,
+        dt.UTC,
+    )
+
+    async def early(code: ResultCode, status: int, msg: str, label: str) -> _Answered:
+        """An answer before any transaction ran: the nonce is claimed all the same."""
+        if not await txflow.claim_nonce_alone(db, terminal["terminal_id"], nonce, nonce_expires):
+            code, status, msg = ResultCode.nonce_replayed, 401, "X-Yk-Nonce: already used"
+        region = env.mdtrtarea_admvs if env is not None else "000000"
         return (
-            *_reply(code, status=400, received=received, err_msg=f"body: {exc}"),
+            *_reply(code, status=status, env_region=region, received=received, err_msg=msg),
             code,
-            "unknown",
+            label,
         )
-    region = env.mdtrtarea_admvs
+
+    env: Envelope | None = None
+    # engine.edge refuses what no decoder may see (invalid UTF-8, deep nesting, duplicate
+    # keys, NUL, lone surrogates), then decodes the envelope once.
+    decoded = edge.decode_envelope(body)
+    if isinstance(decoded, edge.BodyRefusal):
+        return await early(decoded.code, decoded.status, decoded.err_msg, "unknown")
+    env = decoded
     if env.fixmedins_code != terminal["fixmedins_code"]:
-        code = ResultCode.institution_mismatch
         msg = f"fixmedins_code: {env.fixmedins_code} is not this terminal's institution"
         label = env.infno if env.infno in endpoint.registry else "unknown"
-        return (*_reply(code, env_region=region, received=received, err_msg=msg), code, label)
+        return await early(ResultCode.institution_mismatch, 200, msg, label)
     spec = endpoint.registry.get(env.infno)
     if spec is None:
-        code = ResultCode.infno_unknown
-        msg = f"infno: {env.infno} is not a known transaction"
         # "unknown" as the metric label: a client must not be able to mint label values.
-        return (*_reply(code, env_region=region, received=received, err_msg=msg), code, "unknown")
+        msg = f"infno: {env.infno} is not a known transaction"
+        return await early(ResultCode.infno_unknown, 200, msg, "unknown")
     ctx_terminal = Terminal(
         terminal["terminal_id"],
         terminal["fixmedins_code"],
         terminal["level"],
         terminal["inst_type"],
     )
-    digest = hashlib.sha256(body).digest()
-    for attempt in range(1, constants.TX_DB_RETRIES_MAX + 1):
-        try:
-            status, out, code = await _run(
-                spec, env, digest, ctx_terminal, conn, endpoint, received
-            )
-            return status, out, code, env.infno
-        except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
-            if attempt == constants.TX_DB_RETRIES_MAX:
-                raise
-            await asyncio.sleep(0.005 * attempt)
-    raise AssertionError("unreachable")
+    # Idempotency compares what the request asks: its transaction and its input bytes.
+    request_sha256 = hashlib.sha256(env.infno.encode() + b"\n" + bytes(env.input)).digest()
+    if spec.flow is None and not await txflow.claim_nonce_alone(
+        db, ctx_terminal.terminal_id, nonce, nonce_expires
+    ):
+        code = ResultCode.nonce_replayed
+        msg = f"{signing.HEADER_NONCE}: already used"
+        return (*_reply(code, status=401, received=received, err_msg=msg), code, "unknown")
+    status, out, code = await _execute(
+        spec,
+        env,
+        request_sha256,
+        ctx_terminal,
+        conn,
+        endpoint,
+        received,
+        deadline,
+        nonce,
+        nonce_expires,
+    )
+    return status, out, code, env.infno
 
 
-async def _run(
+async def _execute(
     spec: TxSpec,
     env: Envelope,
-    digest: bytes,
+    request_sha256: bytes,
     terminal: Terminal,
     conn: asyncpg.Connection,
     endpoint: TxEndpoint,
     received: dt.datetime,
+    deadline: float,
+    nonce: str,
+    nonce_expires: dt.datetime,
 ) -> tuple[int, bytes, ResultCode]:
-    ctx = TxContext(
-        envelope=env,
-        body_sha256=digest,
-        terminal=terminal,
-        conn=conn,
-        services=endpoint.services,
-        now=received,
+    """Run the routed transaction, again on a serialization failure, a deadlock or a
+    msgid claimed concurrently (each attempt with a fresh context: nothing of a failed
+    attempt survives its rollback)."""
+    for attempt in range(1, constants.TX_DB_RETRIES_MAX + 1):
+        ctx = TxContext(
+            envelope=env,
+            request_sha256=request_sha256,
+            terminal=terminal,
+            conn=conn,
+            services=endpoint.services,
+            now=received,
+            db=TxDb(conn, endpoint.clock, deadline, endpoint.services.command_timeout_s),
+            nonce=nonce,
+            nonce_expires=nonce_expires,
+        )
+        try:
+            if spec.flow is not None:
+                return await _run_flow(spec, ctx, endpoint, received)
+            return await _run(spec, ctx, endpoint, received)
+        except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, ClaimedConcurrently):
+            await ctx.db.rollback()
+            if attempt == constants.TX_DB_RETRIES_MAX:
+                raise
+            await asyncio.sleep(0.005 * attempt)
+    raise InvariantViolation("the retry loop ends by returning or raising")
+
+
+async def _run_flow(
+    spec: TxSpec, ctx: TxContext, endpoint: TxEndpoint, received: dt.datetime
+) -> tuple[int, bytes, ResultCode]:
+    """A transaction on the core's shape (engine.txn.flow): load → decide → write."""
+    env = ctx.envelope
+    region = env.mdtrtarea_admvs
+    flow = spec.flow
+    invariant(flow is not None, f"{spec.infno} has no flow")
+    code = await DecodeInput(spec.input_type).prepare(ctx)
+    if code is None and spec.names_person and not env.insuplc_admdvs:
+        code = ctx.refuse(
+            ResultCode.field_invalid, "insuplc_admdvs: required when the input names a person"
+        )
+    if code is not None:
+        _log(ctx, spec, code)
+        return (*_reply(code, env_region=region, received=received, err_msg=ctx.err_msg), code)
+
+    def answer(output: Any) -> bytes:
+        return _reply(ResultCode.ok, env_region=region, received=received, output=output)[1]
+
+    try:
+        outcome = await txflow.run(flow, ctx, ctx.input, answer)
+    except txflow.CommitOutcomeUnknown:
+        found = await _after_lost_commit(ctx, endpoint)
+        if found is None:
+            raise  # did not commit: 503, and a retry is safe
+        _log(ctx, spec, ResultCode.ok, replay=True)
+        return 200, found, ResultCode.ok
+    except asyncpg.UniqueViolationError as exc:
+        refusal = _UNIQUE_REFUSALS.get(exc.constraint_name or "")
+        if refusal is None:
+            raise
+        await ctx.db.rollback()
+        ctx.refuse(*refusal)
+        _log(ctx, spec, ctx.code)
+        return (
+            *_reply(ctx.code, env_region=region, received=received, err_msg=ctx.err_msg),
+            ctx.code,
+        )
+    ctx.code, ctx.err_msg = outcome.code, outcome.err_msg
+    _log(ctx, spec, outcome.code, replay=outcome.answer is not None and outcome.output is None)
+    _count_money(ctx, endpoint)
+    if outcome.answer is not None:
+        return outcome.status, outcome.answer, outcome.code
+    if outcome.code is not ResultCode.ok:
+        return (
+            *_reply(
+                outcome.code,
+                status=outcome.status,
+                env_region=region,
+                received=received,
+                err_msg=outcome.err_msg,
+            ),
+            outcome.code,
+        )
+    return (
+        *_reply(ResultCode.ok, env_region=region, received=received, output=outcome.output),
+        outcome.code,
     )
+
+
+async def _after_lost_commit(ctx: TxContext, endpoint: TxEndpoint) -> bytes | None:
+    """The line died after write + COMMIT went out: ask on another connection whether
+    it committed, so a committed settlement is never reported as "nothing happened".
+    None when it did not (or the database cannot say)."""
+    pool = endpoint.get_pool()
+    if pool is None:
+        return None
+    timeout_s = endpoint.services.command_timeout_s
+    lost_pid = ctx.db.server_pid
+    try:
+        async with pool.acquire(timeout=min(endpoint.acquire_timeout_s, timeout_s)) as conn:
+            # The server may still be committing what it received: wait (within the
+            # request's budget) until the backend that had our line is done with it.
+            while await conn.fetchval(  # noqa: ASYNC110 -- the event is in another process
+                "SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1",
+                lost_pid,
+                timeout=ctx.db.timeout(),
+            ):
+                await asyncio.sleep(constants.LOST_COMMIT_POLL_S)
+            return await txflow.stored_answer(conn, ctx, timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("outcome of a lost commit unknown", extra={"fields": {"error": repr(exc)}})
+        return None
+
+
+async def _run(
+    spec: TxSpec, ctx: TxContext, endpoint: TxEndpoint, received: dt.datetime
+) -> tuple[int, bytes, ResultCode]:
+    env, conn = ctx.envelope, ctx.conn
     region = env.mdtrtarea_admvs
     tx = conn.transaction() if spec.mutating else None
     if tx is not None:
@@ -364,16 +514,20 @@ async def _run(
             )
             await tx.commit()
             tx = None
-        if ctx.money_moved is not None:
-            kind, fund_fen, acct_fen, cash_fen = ctx.money_moved
-            for payer, fen in (("fund", fund_fen), ("account", acct_fen), ("cash", cash_fen)):
-                endpoint.metrics.settled_fen.labels(kind, payer).inc(fen)
+        _count_money(ctx, endpoint)
         _log(ctx, spec, code)
         return status, out, code
     finally:
         if tx is not None:
             with contextlib.suppress(asyncpg.InterfaceError, OSError, asyncpg.PostgresError):
                 await tx.rollback()
+
+
+def _count_money(ctx: TxContext, endpoint: TxEndpoint) -> None:
+    if ctx.money_moved is not None:
+        kind, fund_fen, acct_fen, cash_fen = ctx.money_moved
+        for payer, fen in (("fund", fund_fen), ("account", acct_fen), ("cash", cash_fen)):
+            endpoint.metrics.settled_fen.labels(kind, payer).inc(fen)
 
 
 def _log(ctx: TxContext, spec: TxSpec, code: ResultCode, *, replay: bool = False) -> None:

@@ -1,42 +1,31 @@
-"""Replay protection: the nonces seen per terminal within the clock-skew window.
+"""Replay protection: the nonces claimed per terminal, in PostgreSQL (`request_nonces`,
+migration 0007), so a replay is refused after a restart and by every engine process
+alike (DESIGN.md §3).
 
-A nonce only needs remembering while its timestamp is still acceptable (`window_s`
-either side of now); after that the timestamp check alone refuses it. The store is
-bounded: when it is full of unexpired nonces, new requests are refused as overload
-rather than letting memory grow. Per process: with several worker processes a replay
-could reach another worker within the window; state-changing transactions are still
-protected there by msgid idempotency.
+A request's nonce is claimed by its load (engine.txn.flow) or, for transactions not yet
+on the core's shape, by one autocommit statement before their transaction. A nonce
+only needs remembering while its timestamp is inside the clock-skew window; after that
+the timestamp check alone refuses it, and `purge_expired` deletes it.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import asyncpg
 
 
-class NonceStore:
-    def __init__(self, capacity: int, window_s: float) -> None:
-        self._capacity = capacity
-        self._window_s = window_s
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def _expire(self, now_s: float) -> None:
-        while self._seen:
-            key, expires = next(iter(self._seen.items()))
-            if expires > now_s:
-                break
-            del self._seen[key]
-
-    def check_and_remember(self, terminal_id: str, nonce: str, now_s: float) -> bool | None:
-        """True if new (and now remembered), False if a replay, None if the store is full."""
-        self._expire(now_s)
-        key = (terminal_id, nonce)
-        if key in self._seen:
-            return False
-        if len(self._seen) >= self._capacity:
-            return None
-        # Insertion order is expiry order because every entry lives the same time.
-        self._seen[key] = now_s + 2 * self._window_s
-        return True
+async def purge_expired(conn: asyncpg.Connection, *, batch_max: int, timeout_s: float) -> int:
+    """Delete nonces whose window has passed, `batch_max` rows per statement until fewer
+    are left; return how many went. Expiry is by the signature's timestamp, so the
+    table holds about (request rate × 2 × skew window) rows."""
+    deleted = 0
+    while True:
+        status = await conn.execute(
+            "DELETE FROM request_nonces WHERE ctid IN (SELECT ctid FROM request_nonces"
+            " WHERE expires_at < now() LIMIT $1)",
+            batch_max,
+            timeout=timeout_s,
+        )
+        n = int(status.rsplit(" ", 1)[1])
+        deleted += n
+        if n < batch_max:
+            return deleted

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import html
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from engine import __version__
-from engine.txn.registry import TxSpec
+from engine.txn.pipeline import TxSpec
 from terminals import signing
 from terminals.envelope import Answer, Envelope
 from terminals.results import ResultCode
@@ -30,7 +31,7 @@ def _json(description: str, ref: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
 
 
-def build(registry: dict[str, TxSpec]) -> dict[str, Any]:
+def build(registry: Mapping[str, TxSpec]) -> dict[str, Any]:
     specs = [registry[k] for k in sorted(registry)]
     types: list[Any] = [Envelope, Answer]
     for spec in specs:

@@ -22,7 +22,7 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from engine import __version__, constants, ledger_seal
+from engine import __version__, constants, ledger_seal, nonces
 from engine.app import EngineState, build_app
 from engine.config import Config
 from engine.db import migrate
@@ -31,10 +31,9 @@ from engine.db.pool import create_pool
 from engine.hsm_runtime import open_hsm
 from engine.http_tx import TxEndpoint
 from engine.metrics import EngineMetrics
-from engine.nonces import NonceStore
 from engine.txn import cardauth
 from engine.txn.cardauth import CardAuthServices, CardKeyLabels
-from engine.txn.registry import build_registry
+from engine.txn.routes import build_routes
 from hsm.protocol import Hsm, KeyRef
 from settlement.policy import PolicyBook
 
@@ -92,6 +91,11 @@ async def _seal_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) ->
                     batch_max=cfg.ledger.seal_batch_max,
                     timeout_s=cfg.database.command_timeout_s,
                 )
+                count += await nonces.purge_expired(
+                    conn,
+                    batch_max=cfg.card.purge_batch_max,
+                    timeout_s=cfg.database.command_timeout_s,
+                )
             if count:
                 log.debug("sealed journal entries", extra={"fields": {"count": count}})
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -101,9 +105,10 @@ async def _seal_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) ->
 
 
 async def _purge_card_auth_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) -> None:
-    """Delete expired card challenges and burned e-card token ids every
-    `card.purge_interval_s`, at most `card.purge_batch_max` of each per run; a failed
-    run is logged and retried at the next interval."""
+    """Delete expired card challenges, burned e-card token ids and request nonces every
+    `card.purge_interval_s`, at most `card.purge_batch_max` challenges and tokens per
+    run (nonces until none has expired); a failed run is logged and retried at the next
+    interval."""
     while not stop.is_set():
         try:
             async with pool.acquire(timeout=cfg.database.acquire_timeout_s) as conn:
@@ -111,6 +116,11 @@ async def _purge_card_auth_forever(pool: asyncpg.Pool, cfg: Config, stop: asynci
                     conn,
                     batch_max=cfg.card.purge_batch_max,
                     grace_s=constants.CARD_AUTH_PURGE_GRACE_S,
+                    timeout_s=cfg.database.command_timeout_s,
+                )
+                count += await nonces.purge_expired(
+                    conn,
+                    batch_max=cfg.card.purge_batch_max,
                     timeout_s=cfg.database.command_timeout_s,
                 )
             if count:
@@ -167,7 +177,7 @@ async def _serve_with_database(
         recorded = True
         state.pool = pool
         state.tx = TxEndpoint(
-            registry=build_registry(),
+            registry=build_routes(),
             services=CardAuthServices(
                 policies=PolicyBook(),
                 command_timeout_s=timeout_s,
@@ -183,11 +193,12 @@ async def _serve_with_database(
                 metrics=state.metrics,
             ),
             metrics=state.metrics,
-            nonces=NonceStore(constants.NONCE_STORE_CAPACITY, constants.SIGNATURE_SKEW_S_MAX),
             get_pool=lambda: state.pool,
             hsm=hsm,
             terminal_mac_master=KeyRef(cfg.hsm.terminal_mac_master),
             hsm_deadline_s=cfg.hsm.deadline_s,
+            request_budget_s=cfg.server.request_timeout_s,
+            acquire_timeout_s=cfg.database.acquire_timeout_s,
         )
         runner = web.AppRunner(
             build_app(state),

@@ -257,7 +257,7 @@ class PcscdManager:
         )
         self.state = PcscdState.running
         try:
-            self._wait_ready()
+            self._wait_ready(self._proc)
         except BaseException:
             self.stop()
             raise
@@ -271,13 +271,12 @@ class PcscdManager:
             )
         log.info("pcscd %d ready (isolated=%s): %s", self._proc.pid, self.isolated, self.readers)
 
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
+    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
         end = time.monotonic() + self._start_timeout_s
         while True:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 raise PcscdError(
-                    f"pcscd exited with status {self._proc.returncode} while starting;"
+                    f"pcscd exited with status {proc.returncode} while starting;"
                     f" log {self.log_path}:\n{self.log_tail()}"
                 )
             try:

@@ -7,6 +7,7 @@ A request carries four headers:
     X-Yk-Nonce      16-64 characters [A-Za-z0-9_-], never reused by that terminal
     X-Yk-Signature  hex HMAC-SHA256 under the terminal's key of
                     METHOD \\n PATH \\n TIMESTAMP \\n NONCE \\n hex(SHA-256(body))
+                    (hex digits in either case; `signed_headers` writes lower case)
 
 The client SDK signs with `signed_headers`; the engine checks with `verify` (constant
 time) before it decodes anything else.
@@ -27,7 +28,8 @@ HEADER_SIGNATURE = "X-Yk-Signature"
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 TERMINAL_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
-SIGNATURE_RE = re.compile(r"^[0-9a-f]{64}$")
+# Hex is case-insensitive (RFC 4648 §8); the engine compares the decoded bytes.
+SIGNATURE_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 def canonical(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
@@ -60,4 +62,4 @@ def verify(
     key: bytes, method: str, path: str, timestamp: str, nonce: str, body: bytes, sig_hex: str
 ) -> bool:
     expected = signature(key, method, path, timestamp, nonce, body)
-    return hmac.compare_digest(expected, sig_hex)
+    return hmac.compare_digest(expected, sig_hex.lower())

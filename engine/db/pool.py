@@ -24,6 +24,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     advisory lock releases it itself (engine.db.migrate)."""
 
 
+async def _check_session(conn: asyncpg.Connection) -> None:
+    """Each new connection: the transaction core sends a write's document as a string
+    literal (engine.txn.db.sql_string_literal), which is only safe while backslashes
+    are ordinary characters in literals."""
+    if await conn.fetchval("SHOW standard_conforming_strings") != "on":
+        raise DatabaseUnavailableError("standard_conforming_strings must be on")
+
+
 async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
     """Open the pool; its `min_size` connections are made now, under one deadline."""
     try:
@@ -36,6 +44,7 @@ async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
                 timeout=cfg.connect_timeout_s,
                 command_timeout=cfg.command_timeout_s,
                 reset=_keep_session,
+                init=_check_session,
                 connection_class=CountingConnection,
             )
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:

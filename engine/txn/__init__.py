@@ -1,2 +1,4 @@
-"""Transaction pipelines: one module per transaction code (`t2207.py` ...), each a
-list of participants; `registry.py` routes `infno` to its pipeline."""
+"""Transactions of the settlement protocol: one module per code, named by what it does
+(`outpatient/settle.py` is 2207), routed by the one table in `routes.py`. Codes on the
+core's shape are flows (flow.py: load → decide → write); the rest still run as
+participants (pipeline.py) until they move."""

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import asyncpg
 import msgspec
 
+from engine.invariant import invariant
 from engine.txn.common import check_person_region, fetch_person, fetch_visit
 from engine.txn.context import TxContext
-from engine.txn.t2207 import apply_person_changes
 from settlement import ledger
 from settlement.adjudication import Accumulators
 from settlement.money import fen_to_yuan
@@ -159,3 +159,33 @@ def cancel_output(ctx: TxContext, st: asyncpg.Record, balance_after_fen: int) ->
         for d in original.setldetail
     ]
     return setl.Output(setlinfo=info, setldetail=details)
+
+
+async def apply_person_changes(
+    ctx: TxContext,
+    psn_no: str,
+    balance_before_fen: int,
+    balance_after_fen: int,
+    acc: Accumulators,
+) -> None:
+    """Write the new balance and accumulators; both rows are locked by this transaction,
+    and the WHERE on the old balance makes a lost update impossible to miss."""
+    timeout_s = ctx.services.command_timeout_s
+    updated = await ctx.conn.execute(
+        "UPDATE persons SET acct_balance_fen = $3 WHERE psn_no = $1 AND acct_balance_fen = $2",
+        psn_no,
+        balance_before_fen,
+        balance_after_fen,
+        timeout=timeout_s,
+    )
+    invariant(updated == "UPDATE 1", f"personal account of {psn_no} changed under its lock")
+    await ctx.conn.execute(
+        "UPDATE person_accumulators SET deductible_used_fen = $3, outpatient_fund_paid_fen = $4,"
+        " fund_paid_fen = $5 WHERE psn_no = $1 AND year = $2",
+        psn_no,
+        acc.year,
+        acc.deductible_used_fen,
+        acc.outpatient_fund_paid_fen,
+        acc.fund_paid_fen,
+        timeout=timeout_s,
+    )

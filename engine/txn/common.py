@@ -113,18 +113,18 @@ class ClaimMsgid(Participant):
     async def prepare(self, ctx: TxContext) -> ResultCode | None:
         env = ctx.envelope
         claimed = await ctx.conn.fetchval(
-            "INSERT INTO tx_log (fixmedins_code, msgid, infno, body_sha256) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO tx_log (fixmedins_code, msgid, infno, request_sha256) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT DO NOTHING RETURNING true",
             env.fixmedins_code,
             env.msgid,
             env.infno,
-            ctx.body_sha256,
+            ctx.request_sha256,
             timeout=ctx.services.command_timeout_s,
         )
         if claimed:
             return None
         row = await ctx.conn.fetchrow(
-            "SELECT body_sha256, answer, reversed_by_msgid FROM tx_log"
+            "SELECT infno, request_sha256, answer, reversed_by_msgid FROM tx_log"
             " WHERE fixmedins_code = $1 AND msgid = $2",
             env.fixmedins_code,
             env.msgid,
@@ -135,7 +135,12 @@ class ClaimMsgid(Participant):
                 ResultCode.msgid_reversed,
                 f"msgid: {env.msgid} was reversed by 2601 {row['reversed_by_msgid']}",
             )
-        if row is None or row["body_sha256"] != ctx.body_sha256 or row["answer"] is None:
+        if (
+            row is None
+            or row["infno"] != env.infno
+            or row["request_sha256"] != ctx.request_sha256
+            or row["answer"] is None
+        ):
             return ctx.refuse(
                 ResultCode.msgid_reused_with_different_body,
                 f"msgid: {env.msgid} was already used for a different request",

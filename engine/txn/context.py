@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.txn.db import TxDb
 from settlement.policy import PolicyBook
 from terminals.envelope import Envelope
 from terminals.results import ResultCode
@@ -36,11 +37,16 @@ class Services:
 @dataclass
 class TxContext:
     envelope: Envelope
-    body_sha256: bytes
+    # SHA-256 over infno and the raw `input` bytes: what idempotency compares (a retry
+    # with a refreshed inf_time is the same request).
+    request_sha256: bytes
     terminal: Terminal
     conn: asyncpg.Connection
     services: Services
     now: dt.datetime  # the engine's clock at arrival, local time of the platform
+    db: TxDb
+    nonce: str  # X-Yk-Nonce, claimed by the load
+    nonce_expires: dt.datetime  # when its timestamp leaves the skew window
     input: Any = None
     output: Any = None
     code: ResultCode = ResultCode.ok

@@ -19,10 +19,14 @@ def age_on(brdy: dt.date, day: dt.date) -> int:
     return day.year - brdy.year - ((day.month, day.day) < (brdy.month, brdy.day))
 
 
-def psn_type(person: asyncpg.Record) -> str:
-    if person["insutype"] != "310":
+def psn_type_of(insutype: str, retired: bool) -> str:
+    if insutype != "310":
         return PSN_TYPE_RESIDENT
-    return PSN_TYPE_RETIRED if person["retired"] else PSN_TYPE_EMPLOYED
+    return PSN_TYPE_RETIRED if retired else PSN_TYPE_EMPLOYED
+
+
+def psn_type(person: asyncpg.Record) -> str:
+    return psn_type_of(person["insutype"], person["retired"])
 
 
 def base_info(person: asyncpg.Record, today: dt.date) -> tx1101.BaseInfo:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from engine.txn.context import TxContext
 from terminals.results import ResultCode
@@ -57,3 +58,20 @@ async def run(participants: Sequence[Participant], ctx: TxContext) -> ResultCode
         elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
         ctx.trace.append((participant.name, "committed", elapsed_ms))
     return ResultCode.ok
+
+
+@dataclass(frozen=True)
+class TxSpec:
+    """One transaction code: its wire types and how it runs — a `flow` (load → decide →
+    write, engine.txn.flow) or, for codes not yet moved onto that shape, participants."""
+
+    infno: str
+    name: str
+    input_type: type[Any]
+    output_type: type[Any]
+    # State-changing transactions run in one database transaction and claim their
+    # msgid for idempotency; read-only ones do neither.
+    mutating: bool
+    participants: tuple[Participant, ...] = ()
+    flow: Any = None  # engine.txn.flow.Flow (Any: flow.py imports this module)
+    names_person: bool = False  # the envelope must carry insuplc_admdvs

@@ -15,12 +15,12 @@ from typing import ClassVar
 
 import asyncpg
 
+from engine.hsm_runtime import result_code_for
 from engine.txn.cardauth import authenticate_card, authenticate_ecard, card_services
 from engine.txn.common import DecodeInput, RequireSignIn
 from engine.txn.context import TxContext
 from engine.txn.people import base_info, insu_info
-from engine.txn.pipeline import Participant
-from engine.txn.registry import TxSpec
+from engine.txn.pipeline import Participant, TxSpec
 from hsm.errors import HsmError
 from terminals.messages import tx1101
 from terminals.results import ResultCode
@@ -72,8 +72,8 @@ class FindPerson(Participant):
         if code is None:
             try:
                 found = await identify(ctx, data)
-            except HsmError:
-                self._count(ctx, method, ResultCode.hsm_unavailable)
+            except HsmError as exc:
+                self._count(ctx, method, result_code_for(exc))
                 raise  # answered 503 by the endpoint
             if isinstance(found, ResultCode):
                 code = found

@@ -14,8 +14,7 @@ from engine.txn.common import (
     fetch_visit,
 )
 from engine.txn.context import TxContext
-from engine.txn.pipeline import Participant
-from engine.txn.registry import TxSpec
+from engine.txn.pipeline import Participant, TxSpec
 from terminals.messages import tx2202
 from terminals.results import ResultCode
 

@@ -8,8 +8,7 @@ from typing import ClassVar
 from engine.txn.cancel import CancelData, lock_for_cancel, post_cancellation
 from engine.txn.common import ClaimMsgid, DecodeInput, RequireInsuredRegion, RequireSignIn
 from engine.txn.context import TxContext
-from engine.txn.pipeline import Participant
-from engine.txn.registry import TxSpec
+from engine.txn.pipeline import Participant, TxSpec
 from terminals.messages import tx2208
 from terminals.results import ResultCode
 

@@ -12,8 +12,7 @@ from typing import ClassVar, Literal
 from engine.txn.cancel import CancelData, lock_for_cancel, post_cancellation
 from engine.txn.common import ClaimMsgid, DecodeInput, RequireInsuredRegion, RequireSignIn
 from engine.txn.context import TxContext
-from engine.txn.pipeline import Participant
-from engine.txn.registry import TxSpec
+from engine.txn.pipeline import Participant, TxSpec
 from terminals.messages import tx2601
 from terminals.results import ResultCode
 
@@ -42,7 +41,7 @@ class Reverse(Participant):
         # Either leave a tombstone (the original never arrived) or find the original;
         # an original still in flight is waited for by the unique key.
         tombstoned = await ctx.conn.fetchval(
-            "INSERT INTO tx_log (fixmedins_code, msgid, infno, body_sha256, tombstone, reversed_by_msgid)"
+            "INSERT INTO tx_log (fixmedins_code, msgid, infno, request_sha256, tombstone, reversed_by_msgid)"
             " VALUES ($1, $2, $3, $4, true, $5) ON CONFLICT DO NOTHING RETURNING true",
             env.fixmedins_code,
             data.omsgid,

@@ -7,8 +7,7 @@ from typing import ClassVar
 
 from engine.txn.common import ClaimMsgid, DecodeInput
 from engine.txn.context import TxContext
-from engine.txn.pipeline import Participant
-from engine.txn.registry import TxSpec
+from engine.txn.pipeline import Participant, TxSpec
 from terminals.messages import tx9001
 from terminals.results import ResultCode
 

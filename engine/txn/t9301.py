@@ -16,8 +16,7 @@ from engine import constants
 from engine.txn.cardauth import card_services, fetch_card, hsm_call, insert_challenge
 from engine.txn.common import DecodeInput, RequireSignIn
 from engine.txn.context import TxContext
-from engine.txn.pipeline import Participant
-from engine.txn.registry import TxSpec
+from engine.txn.pipeline import Participant, TxSpec
 from terminals.messages import tx9301
 from terminals.results import ResultCode
 

@@ -18,6 +18,7 @@ and then only hourly here, so that no turn of theirs falls inside a request.
 
 from __future__ import annotations
 
+import decimal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
@@ -28,18 +29,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.db.embedded import EmbeddedPostgres, socket_dir_for
-from engine.txn.registry import build_registry
+from engine.txn.routes import build_routes
+from simulators.population import Person
 from terminals import signing
 from terminals.client import PATH, BusinessError, Client, OutcomeUnknown
+from terminals.messages import tx2202, tx2205, tx2207, tx2208
 from tests.e2e.conftest import Deployment, deployed
-from tests.e2e.helpers import NOW, fee_line
+from tests.e2e.helpers import fee_line, registration, visit_info
 from tests.pg_wire import RoundTripProxy
 from tests.support import http_get
 
 pytestmark = pytest.mark.slow
 
 METRIC = "yikatong_tx_db_round_trips"
-MUTATING = {infno for infno, spec in build_registry().items() if spec.mutating}
+MUTATING = {infno for infno, spec in build_routes().items() if spec.mutating}
 T = TypeVar("T")
 
 
@@ -110,6 +113,19 @@ def behind_proxy(
         yield d, proxy
 
 
+def settlement(person: Person, mdtrt_id: str, medfee_sumamt: str) -> tx2207.Data:
+    return tx2207.Data(
+        psn_no=person.psn_no,
+        mdtrt_cert_type="02",
+        mdtrt_cert_no=person.certno,
+        med_type="11",
+        medfee_sumamt=decimal.Decimal(medfee_sumamt),
+        mdtrt_id=mdtrt_id,
+        insutype=person.insutype,
+        acct_used_flag="1",
+    )
+
+
 async def outpatient_visit(c: Client, d: Deployment, wire: Wire, n: int) -> None:
     """1101 → 2201 → 2203 → 2204 → 2206 → 2207 → 2208 → 2205 → 2202 for a new person,
     and a repeat of the 2207 after its cancellation (a refusal: rolled back)."""
@@ -117,58 +133,24 @@ async def outpatient_visit(c: Client, d: Deployment, wire: Wire, n: int) -> None
     info = await wire("1101", c.person_info_by_id_number(person.certno))
     region = info.insuinfo[0].insuplc_admdvs
     ipt_otp_no = f"RT{n:08d}"
-    reg = await wire(
-        "2201",
-        c.register(
-            region,
-            {
-                "psn_no": person.psn_no,
-                "insutype": person.insutype,
-                "begntime": NOW,
-                "mdtrt_cert_type": "02",
-                "mdtrt_cert_no": person.certno,
-                "ipt_otp_no": ipt_otp_no,
-            },
-        ),
-    )
+    reg = await wire("2201", c.register(region, registration(person, ipt_otp_no)))
     mdtrt_id = reg.data.mdtrt_id
-    await wire(
-        "2203",
-        c.visit_info(
-            region,
-            {"mdtrt_id": mdtrt_id, "psn_no": person.psn_no, "med_type": "11", "begntime": NOW},
-            [
-                {
-                    "diag_type": "1",
-                    "diag_srt_no": 1,
-                    "diag_code": "J06.900",
-                    "diag_name": "急性上呼吸道感染",
-                    "diag_time": NOW,
-                }
-            ],
-        ),
-    )
+    await wire("2203", c.visit_info(region, *visit_info(mdtrt_id, person.psn_no)))
     items = [("TJIA0001", "100.00", "2"), ("TYI10001", "100.00", "1"), ("TBING001", "50.00", "1")]
     lines = [fee_line(i + 1, mdtrt_id, person.psn_no, *item) for i, item in enumerate(items)]
     await wire("2204", c.upload_fees(region, lines))
-    data = {
-        "psn_no": person.psn_no,
-        "mdtrt_cert_type": "02",
-        "mdtrt_cert_no": person.certno,
-        "med_type": "11",
-        "medfee_sumamt": "350.00",
-        "mdtrt_id": mdtrt_id,
-        "insutype": person.insutype,
-        "acct_used_flag": "1",
-    }
+    data = settlement(person, mdtrt_id, "350.00")
     await wire("2206", c.pre_settle(region, data))
     out = await wire("2207", c.settle(region, data))
     setl_id = out.setlinfo.setl_id or ""
-    await wire("2208", c.cancel_settlement(region, person.psn_no, mdtrt_id, setl_id))
-    await wire("2205", c.cancel_fees(region, person.psn_no, mdtrt_id))
+    cancel = tx2208.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=person.psn_no)
+    await wire("2208", c.cancel_settlement(region, cancel))
+    every = tx2205.Data(mdtrt_id=mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=person.psn_no)
+    await wire("2205", c.cancel_fees(region, every))
     with pytest.raises(BusinessError):  # nothing left to settle
         await wire("2207", c.settle(region, data))
-    await wire("2202", c.cancel_registration(region, person.psn_no, mdtrt_id, ipt_otp_no))
+    unreg = tx2202.Data(psn_no=person.psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=ipt_otp_no)
+    await wire("2202", c.cancel_registration(region, unreg))
 
 
 async def reversed_settlement(c: Client, d: Deployment, wire: Wire) -> None:
@@ -176,35 +158,13 @@ async def reversed_settlement(c: Client, d: Deployment, wire: Wire) -> None:
     person = d.person()
     info = await wire("1101", c.person_info_by_id_number(person.certno))
     region = info.insuinfo[0].insuplc_admdvs
-    reg = await wire(
-        "2201",
-        c.register(
-            region,
-            {
-                "psn_no": person.psn_no,
-                "insutype": person.insutype,
-                "begntime": NOW,
-                "mdtrt_cert_type": "02",
-                "mdtrt_cert_no": person.certno,
-                "ipt_otp_no": "RTREVERSE",
-            },
-        ),
-    )
+    reg = await wire("2201", c.register(region, registration(person, "RTREVERSE")))
     mdtrt_id = reg.data.mdtrt_id
     line = fee_line(1, mdtrt_id, person.psn_no, "TJIA0001", "100.00")
     await wire("2204", c.upload_fees(region, [line]))
-    data = {
-        "psn_no": person.psn_no,
-        "mdtrt_cert_type": "02",
-        "mdtrt_cert_no": person.certno,
-        "med_type": "11",
-        "medfee_sumamt": "100.00",
-        "mdtrt_id": mdtrt_id,
-        "insutype": person.insutype,
-        "acct_used_flag": "1",
-    }
+    data = settlement(person, mdtrt_id, "100.00")
     msgid = await c.msgids.next()
-    body = c.envelope("2207", msgid, {"data": data}, region)
+    body = c.envelope(msgid, tx2207.Input(data=data), region)
     status, _ = await wire("2207", c.post(body))
     assert status == 200
     out = await wire("2601", c.reverse(OutcomeUnknown("2207", msgid, body, TimeoutError())))

@@ -1,10 +1,10 @@
-"""Request signing and replay protection, without a server."""
+"""Request signing and msgids, without a server (replays are refused by PostgreSQL:
+tests/integration/test_request_nonces.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from engine.nonces import NonceStore
 from terminals import signing
 from terminals.client import MsgIdFactory
 
@@ -34,23 +34,6 @@ def test_signed_headers_carry_all_four_fields() -> None:
     }
     assert signing.SIGNATURE_RE.match(headers[signing.HEADER_SIGNATURE])
     assert signing.NONCE_RE.match(signing.new_nonce())
-
-
-def test_nonce_is_refused_the_second_time_per_terminal() -> None:
-    store = NonceStore(capacity=10, window_s=300)
-    assert store.check_and_remember("T1", "n1", now_s=1000) is True
-    assert store.check_and_remember("T1", "n1", now_s=1001) is False
-    assert store.check_and_remember("T2", "n1", now_s=1001) is True
-
-
-def test_nonces_expire_after_the_window_and_the_store_stays_bounded() -> None:
-    store = NonceStore(capacity=2, window_s=10)
-    assert store.check_and_remember("T", "a", now_s=0)
-    assert store.check_and_remember("T", "b", now_s=1)
-    assert store.check_and_remember("T", "c", now_s=2) is None  # full: overload, not growth
-    assert len(store) == 2
-    assert store.check_and_remember("T", "c", now_s=21.5)  # a and b lived 2 windows
-    assert len(store) == 1
 
 
 async def test_msgid_is_institution_time_and_sequence() -> None:

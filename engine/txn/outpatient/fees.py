@@ -1,0 +1,151 @@
+"""2204 门诊费用明细上传 outpatient fee details (INFNO 2204): each line split against the
+catalog (明细分割, DOMAIN.md §4.2) and stored with the visit; the answer is the split.
+The visit is locked by the load, so one visit's uploads are written one at a time."""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any, ClassVar
+
+import msgspec
+
+from engine.txn.context import TxContext
+from engine.txn.flow import Flow
+from engine.txn.wire import field_refusal, wire_datetime
+from settlement.catalog import DetailSplit, FeeLine
+from settlement.money import MoneyError, fen_to_yuan, scaled_int, yuan_to_fen
+from settlement.outpatient import FeesDecision, FeesLoad, FeesRequest, decide_fees
+from settlement.refusals import Refusal, Refused
+from terminals.messages import tx2204
+
+INFNO = tx2204.INFNO
+_BP = decimal.Decimal(10000)
+_PROP = decimal.Decimal("0.0001")
+
+
+def _line(i: int, d: tx2204.FeeDetail) -> FeeLine:
+    prefix = f"feedetail[{i}]"
+    amount_fen = yuan_to_fen(d.det_item_fee_sumamt, f"{prefix}.det_item_fee_sumamt")
+    # numeric(16,4) and numeric(16,6) columns: below 10^12 and 10^10 respectively.
+    cnt_e4 = scaled_int(d.cnt, 4, f"{prefix}.cnt", limit=10**16 - 1)
+    if cnt_e4 == 0:
+        raise MoneyError(f"{prefix}.cnt", "must be greater than zero")
+    pric_e6 = scaled_int(d.pric, 6, f"{prefix}.pric", limit=10**16 - 1)
+    wire_datetime(d.fee_ocur_time, f"{prefix}.fee_ocur_time")
+    return FeeLine(
+        feedetl_sn=d.feedetl_sn,
+        med_list_codg=d.med_list_codg,
+        cnt_e4=cnt_e4,
+        pric_e6=pric_e6,
+        det_item_fee_sumamt_fen=amount_fen,
+    )
+
+
+def fees_request(details: list[tx2204.FeeDetail]) -> FeesRequest | Refused:
+    """The lines as the domain sees them; the upload's own consistency (one visit, no
+    serial number twice, amounts that parse) is checked line by line, in order."""
+    first = details[0]
+    seen: set[str] = set()
+    lines = []
+    for i, d in enumerate(details):
+        if d.mdtrt_id != first.mdtrt_id or d.psn_no != first.psn_no:
+            return Refused(
+                Refusal.field_invalid,
+                f"input.feedetail[{i}].mdtrt_id: all lines must belong to one visit",
+            )
+        if d.feedetl_sn in seen:
+            return Refused(
+                Refusal.fee_detail_duplicate,
+                f"input.feedetail[{i}].feedetl_sn: {d.feedetl_sn} appears twice",
+            )
+        seen.add(d.feedetl_sn)
+        try:
+            lines.append(_line(i, d))
+        except MoneyError as exc:
+            return field_refusal(exc)
+    return FeesRequest(mdtrt_id=first.mdtrt_id, psn_no=first.psn_no, lines=lines)
+
+
+def _result(d: tx2204.FeeDetail, s: DetailSplit) -> tx2204.DetailResult:
+    return tx2204.DetailResult(
+        feedetl_sn=d.feedetl_sn,
+        det_item_fee_sumamt=fen_to_yuan(s.det_item_fee_sumamt_fen),
+        cnt=d.cnt,
+        pric=d.pric,
+        pric_uplmt_amt=fen_to_yuan(s.pric_uplmt_amt_fen),
+        selfpay_prop=(decimal.Decimal(s.selfpay_prop_bp) / _BP).quantize(_PROP),
+        fulamt_ownpay_amt=fen_to_yuan(s.fulamt_ownpay_amt_fen),
+        overlmt_amt=fen_to_yuan(s.overlmt_amt_fen),
+        preselfpay_amt=fen_to_yuan(s.preselfpay_amt_fen),
+        inscp_scp_amt=fen_to_yuan(s.inscp_scp_amt_fen),
+        chrgitm_lv=str(s.chrgitm_lv),
+        med_chrgitm_type="",
+        bas_medn_flag="0",
+        hi_nego_drug_flag="0",
+        chld_medc_flag="0",
+        list_sp_item_flag="0",
+        lmt_used_flag="0",
+        drt_reim_flag="0",
+        memo=s.memo,
+    )
+
+
+class Fees(Flow[FeesRequest, FeesLoad, FeesDecision]):
+    load_function: ClassVar[str] = "yk_load_outpatient_fees"
+    write_function: ClassVar[str | None] = "yk_write_outpatient_fees"
+    load_type = FeesLoad
+
+    def request(self, ctx: TxContext, inp: Any) -> FeesRequest | Refused:
+        return fees_request(inp.feedetail)
+
+    def load_args(self, ctx: TxContext, req: FeesRequest) -> tuple[Any, ...]:
+        sns = [line.feedetl_sn for line in req.lines]
+        codes = sorted({line.med_list_codg for line in req.lines})
+        return (req.mdtrt_id, sns, codes)
+
+    def decide(self, ctx: TxContext, req: FeesRequest, load: FeesLoad) -> FeesDecision | Refused:
+        return decide_fees(req, load, ctx.envelope.fixmedins_code)
+
+    def output(
+        self, ctx: TxContext, req: FeesRequest, load: FeesLoad, d: FeesDecision
+    ) -> tx2204.Output:
+        wire: list[tx2204.FeeDetail] = ctx.input.feedetail
+        return tx2204.Output(result=[_result(w, s) for w, s in zip(wire, d.splits, strict=True)])
+
+    def write_doc(
+        self,
+        ctx: TxContext,
+        req: FeesRequest,
+        load: FeesLoad,
+        d: FeesDecision,
+        output: tx2204.Output,
+    ) -> dict[str, Any]:
+        wire: list[tx2204.FeeDetail] = ctx.input.feedetail
+        return {
+            "details": [
+                {
+                    "mdtrt_id": w.mdtrt_id,
+                    "feedetl_sn": w.feedetl_sn,
+                    "chrg_bchno": w.chrg_bchno,
+                    "med_list_codg": w.med_list_codg,
+                    "medins_list_codg": w.medins_list_codg,
+                    "cnt": str(w.cnt),
+                    "pric": str(w.pric),
+                    "fee_ocur_time": w.fee_ocur_time,
+                    "det_item_fee_sumamt_fen": s.det_item_fee_sumamt_fen,
+                    "fulamt_ownpay_amt_fen": s.fulamt_ownpay_amt_fen,
+                    "overlmt_amt_fen": s.overlmt_amt_fen,
+                    "preselfpay_amt_fen": s.preselfpay_amt_fen,
+                    "inscp_scp_amt_fen": s.inscp_scp_amt_fen,
+                    "pric_uplmt_amt_fen": s.pric_uplmt_amt_fen,
+                    "selfpay_prop_bp": s.selfpay_prop_bp,
+                    "chrgitm_lv": str(s.chrgitm_lv),
+                    "memo": s.memo,
+                    "detail": msgspec.to_builtins(w),
+                }
+                for w, s in zip(wire, d.splits, strict=True)
+            ]
+        }
+
+
+FLOW = Fees()

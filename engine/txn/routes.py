@@ -1,0 +1,43 @@
+"""Routing is one table: `infno` → the transaction's specification (STYLE.md §1).
+
+Transaction modules never import this one (no import circle): each exposes its `FLOW`
+(or, for codes not yet on the core's shape, its `SPEC`) and the table is built here."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from engine.txn import t1101, t2202, t2203, t2205, t2208, t2601, t9001, t9002, t9301
+from engine.txn.outpatient import fees, presettle, register, settle
+from engine.txn.pipeline import TxSpec
+from terminals.messages import tx2201, tx2204, tx2206, tx2207
+
+_FLOWS = (
+    TxSpec(
+        tx2201.INFNO, tx2201.NAME, tx2201.Input, tx2201.Output, True,
+        flow=register.FLOW, names_person=True,
+    ),
+    TxSpec(
+        tx2204.INFNO, tx2204.NAME, tx2204.Input, tx2204.Output, True,
+        flow=fees.FLOW, names_person=True,
+    ),
+    TxSpec(
+        tx2206.INFNO, tx2206.NAME, tx2206.Input, tx2206.Output, False,
+        flow=presettle.FLOW, names_person=True,
+    ),
+    TxSpec(
+        tx2207.INFNO, tx2207.NAME, tx2207.Input, tx2207.Output, True,
+        flow=settle.FLOW, names_person=True,
+    ),
+)  # fmt: skip
+_PARTICIPANTS = tuple(
+    m.SPEC for m in (t9001, t9002, t9301, t1101, t2202, t2203, t2205, t2208, t2601)
+)
+
+
+def build_routes() -> MappingProxyType[str, TxSpec]:
+    specs = (*_FLOWS, *_PARTICIPANTS)
+    routes = {spec.infno: spec for spec in specs}
+    if len(routes) != len(specs):
+        raise RuntimeError("two transaction modules claim the same infno")
+    return MappingProxyType(routes)

@@ -1,0 +1,44 @@
+"""Why a decide function refuses: the domain's own reasons, in the order-free form of
+an enum, with a message that names the field. The engine maps each reason to its
+stable wire `ResultCode` in one table (engine/txn/refusal_codes.py), so the domain
+never knows the wire's numbers."""
+
+from __future__ import annotations
+
+import enum
+
+from msgspec import Struct
+
+
+class Refusal(enum.Enum):
+    field_invalid = enum.auto()
+    # sign-in
+    sign_in_required = enum.auto()
+    sign_no_unknown = enum.auto()
+    sign_no_signed_out = enum.auto()
+    operator_not_signed_in = enum.auto()
+    # persons
+    person_not_found = enum.auto()
+    person_region_mismatch = enum.auto()
+    person_not_insured = enum.auto()
+    insutype_not_held = enum.auto()
+    policy_not_found = enum.auto()
+    # visits and their details
+    visit_not_found = enum.auto()
+    visit_cancelled = enum.auto()
+    visit_person_mismatch = enum.auto()
+    visit_outpatient_number_duplicate = enum.auto()
+    fee_detail_duplicate = enum.auto()
+    fee_detail_amount_mismatch = enum.auto()
+    fee_details_none_unsettled = enum.auto()
+    # settlements
+    medfee_sumamt_mismatch = enum.auto()
+    visit_already_settled = enum.auto()
+
+
+class Refused(Struct, frozen=True):
+    """A decide function's refusal; `message` starts with the field it is about
+    (`input.data.mdtrt_id: ...`)."""
+
+    reason: Refusal
+    message: str
