@@ -389,6 +389,31 @@ async def _execute(
     raise InvariantViolation("the retry loop ends by returning or raising")
 
 
+async def _refuse_input(
+    spec: TxSpec, ctx: TxContext, received: dt.datetime
+) -> tuple[int, bytes, ResultCode] | None:
+    """Decode `input` into the transaction's Struct; a bad field (or a missing insured
+    region where the input names a person) is answered before any load — with the
+    nonce claimed all the same, so that the refusal cannot be replayed either."""
+    env = ctx.envelope
+    code = await DecodeInput(spec.input_type).prepare(ctx)
+    if code is None and spec.names_person and not env.insuplc_admdvs:
+        code = ctx.refuse(
+            ResultCode.field_invalid, "insuplc_admdvs: required when the input names a person"
+        )
+    if code is None:
+        return None
+    status = 200
+    if not await txflow.claim_nonce(ctx):
+        code, status, ctx.err_msg = ResultCode.nonce_replayed, 401, "X-Yk-Nonce: already used"
+    _log(ctx, spec, code)
+    region = env.mdtrtarea_admvs
+    return (
+        *_reply(code, status=status, env_region=region, received=received, err_msg=ctx.err_msg),
+        code,
+    )
+
+
 async def _run_flow(
     spec: TxSpec, ctx: TxContext, endpoint: TxEndpoint, received: dt.datetime
 ) -> tuple[int, bytes, ResultCode]:
@@ -397,14 +422,9 @@ async def _run_flow(
     region = env.mdtrtarea_admvs
     flow = spec.flow
     invariant(flow is not None, f"{spec.infno} has no flow")
-    code = await DecodeInput(spec.input_type).prepare(ctx)
-    if code is None and spec.names_person and not env.insuplc_admdvs:
-        code = ctx.refuse(
-            ResultCode.field_invalid, "insuplc_admdvs: required when the input names a person"
-        )
-    if code is not None:
-        _log(ctx, spec, code)
-        return (*_reply(code, env_region=region, received=received, err_msg=ctx.err_msg), code)
+    bad_input = await _refuse_input(spec, ctx, received)
+    if bad_input is not None:
+        return bad_input
 
     def answer(output: Any) -> bytes:
         return _reply(ResultCode.ok, env_region=region, received=received, output=output)[1]
