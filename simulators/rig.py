@@ -61,6 +61,9 @@ class EngineRig:
     """`yikatong serve` on a new embedded database under `directory` (emptied first)."""
 
     def __init__(self, directory: Path, extra_env: dict[str, str] | None = None) -> None:
+        # Absolute: the embedded server's socket directory goes into a DSN's host, where
+        # a relative path would be taken for a host name.
+        directory = directory.resolve()
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
