@@ -131,9 +131,16 @@ class EngineRig:
         return done.stdout.strip()
 
     def kill(self) -> None:
+        """Stop the engine after a failure: SIGTERM first, so that it stops its embedded
+        database (a SIGKILLed engine leaves its postgres running on the directory the
+        next run empties), SIGKILL if it does not go within STOP_TIMEOUT_S."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
     def stop(self) -> int:
         """SIGTERM and wait; the engine's exit status."""
