@@ -1,5 +1,5 @@
 """Request signing and msgids, without a server (replays are refused by PostgreSQL:
-tests/integration/test_request_nonces.py)."""
+tests/e2e/test_replay_after_restart.py and test_protocol_edge.py)."""
 
 from __future__ import annotations
 
