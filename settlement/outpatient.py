@@ -17,7 +17,7 @@ from msgspec import Struct
 from settlement import ledger
 from settlement.adjudication import Accumulators, Benefit, PersonFacts, SettlementSplit, adjudicate
 from settlement.catalog import CatalogItem, DetailSplit, FeeLine, line_amount_fen, split_line
-from settlement.lifecycle import SettlementState, VisitState
+from settlement.lifecycle import SettlementState, VisitState, transition
 from settlement.money import fen_to_yuan
 from settlement.policy import Level, PolicyBook, PolicyNotFound, PolicyParams
 from settlement.refusals import Refusal, Refused
@@ -50,6 +50,7 @@ class Visit(Struct, frozen=True):
     insutype: str
     mdtrt_cert_type: str
     state: VisitState
+    ipt_otp_no: str = ""
 
 
 class Institution(Struct, frozen=True):
@@ -169,6 +170,69 @@ def decide_fees(req: FeesRequest, load: FeesLoad, fixmedins_code: str) -> Refuse
         )
     catalog = {c.med_list_codg: c for c in load.catalog}
     return FeesDecision([split_line(line, catalog.get(line.med_list_codg)) for line in req.lines])
+
+
+# -- 2203 visit info, 2205 cancel details, 2202 unregister ---------------------------------
+
+
+class VisitRequest(Struct, frozen=True, kw_only=True):
+    mdtrt_id: str
+    psn_no: str
+    chrg_bchno: str = ""  # 2205: the batch ("" with every_batch)
+    every_batch: bool = False
+    ipt_otp_no: str = ""  # 2202: the outpatient number the HIS names
+
+
+class VisitLoad(Struct, frozen=True):
+    visit: Visit | None
+    live_setl_id: str | None
+    unsettled_in_batch: int
+
+
+class VisitDecision(Struct, frozen=True):
+    state: VisitState  # the visit's state after the write
+
+
+def decide_visit_info(
+    req: VisitRequest, load: VisitLoad, fixmedins_code: str
+) -> Refused | VisitDecision:
+    visit = check_visit(load.visit, req.mdtrt_id, req.psn_no, fixmedins_code)
+    if isinstance(visit, Refused):
+        return visit
+    return VisitDecision(visit.state)
+
+
+def decide_fees_cancel(
+    req: VisitRequest, load: VisitLoad, fixmedins_code: str
+) -> Refused | VisitDecision:
+    visit = check_visit(load.visit, req.mdtrt_id, req.psn_no, fixmedins_code)
+    if isinstance(visit, Refused):
+        return visit
+    if load.unsettled_in_batch == 0:
+        return Refused(
+            Refusal.fee_details_batch_not_found,
+            f"input.data.chrg_bchno: no unsettled details in {req.chrg_bchno}",
+        )
+    return VisitDecision(visit.state)
+
+
+def decide_unregister(
+    req: VisitRequest, load: VisitLoad, fixmedins_code: str
+) -> Refused | VisitDecision:
+    visit = check_visit(load.visit, req.mdtrt_id, req.psn_no, fixmedins_code)
+    if isinstance(visit, Refused):
+        return visit
+    if visit.ipt_otp_no != req.ipt_otp_no:
+        return Refused(
+            Refusal.field_invalid,
+            f"input.data.ipt_otp_no: {req.ipt_otp_no} is not the number of {req.mdtrt_id}",
+        )
+    if load.live_setl_id is not None:
+        return Refused(
+            Refusal.visit_has_settlement,
+            f"input.data.mdtrt_id: settlement {load.live_setl_id} must be cancelled first (2208)",
+        )
+    return VisitDecision(transition(visit.state, VisitState.cancelled))
 
 
 # -- 2206 pre-settle / 2207 settle ----------------------------------------------------------

@@ -31,6 +31,8 @@ class Refusal(enum.Enum):
     fee_detail_duplicate = enum.auto()
     fee_detail_amount_mismatch = enum.auto()
     fee_details_none_unsettled = enum.auto()
+    fee_details_batch_not_found = enum.auto()
+    visit_has_settlement = enum.auto()
     # settlements
     medfee_sumamt_mismatch = enum.auto()
     visit_already_settled = enum.auto()

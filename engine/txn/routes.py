@@ -7,10 +7,18 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from engine.txn import t1101, t2202, t2203, t2205, t2208, t2601, t9001, t9002, t9301
-from engine.txn.outpatient import fees, presettle, register, settle
+from engine.txn import t1101, t2208, t2601, t9001, t9002, t9301
+from engine.txn.outpatient import (
+    fees,
+    fees_cancel,
+    presettle,
+    register,
+    settle,
+    unregister,
+    visit,
+)
 from engine.txn.pipeline import TxSpec
-from terminals.messages import tx2201, tx2204, tx2206, tx2207
+from terminals.messages import tx2201, tx2202, tx2203, tx2204, tx2205, tx2206, tx2207
 
 _FLOWS = (
     TxSpec(
@@ -18,8 +26,20 @@ _FLOWS = (
         flow=register.FLOW, names_person=True,
     ),
     TxSpec(
+        tx2202.INFNO, tx2202.NAME, tx2202.Input, tx2202.Output, True,
+        flow=unregister.FLOW, names_person=True,
+    ),
+    TxSpec(
+        tx2203.INFNO, tx2203.NAME, tx2203.Input, tx2203.Output, True,
+        flow=visit.FLOW, names_person=True,
+    ),
+    TxSpec(
         tx2204.INFNO, tx2204.NAME, tx2204.Input, tx2204.Output, True,
         flow=fees.FLOW, names_person=True,
+    ),
+    TxSpec(
+        tx2205.INFNO, tx2205.NAME, tx2205.Input, tx2205.Output, True,
+        flow=fees_cancel.FLOW, names_person=True,
     ),
     TxSpec(
         tx2206.INFNO, tx2206.NAME, tx2206.Input, tx2206.Output, False,
@@ -30,9 +50,7 @@ _FLOWS = (
         flow=settle.FLOW, names_person=True,
     ),
 )  # fmt: skip
-_PARTICIPANTS = tuple(
-    m.SPEC for m in (t9001, t9002, t9301, t1101, t2202, t2203, t2205, t2208, t2601)
-)
+_PARTICIPANTS = tuple(m.SPEC for m in (t9001, t9002, t9301, t1101, t2208, t2601))
 
 
 def build_routes() -> MappingProxyType[str, TxSpec]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -267,3 +268,38 @@ def test_entry_balances_account_never_overdrawn_fund_within_the_cap(
     assert got.accumulators_after.fund_paid_fen <= cap
     assert got.accumulators_after.fund_paid_fen - used == s.fund_pay_sumamt_fen
     assert s.fund_pay_sumamt_fen + s.psn_part_amt_fen + s.hosp_part_amt_fen == total
+
+
+# -- 2203 / 2205 / 2202 -------------------------------------------------------------------
+
+
+def test_visit_changes_refuse_in_order_and_unregister_moves_the_visit_to_cancelled() -> None:
+    from settlement.outpatient import (
+        VisitLoad,
+        VisitRequest,
+        decide_fees_cancel,
+        decide_unregister,
+        decide_visit_info,
+    )
+
+    code = HOSPITAL.fixmedins_code
+    open_visit = Visit("V1", "P1", code, "310", "02", VisitState.registered, "MZ1")
+    req = VisitRequest(mdtrt_id="V1", psn_no="P1", chrg_bchno="B1", ipt_otp_no="MZ1")
+    for decide in (decide_visit_info, decide_fees_cancel, decide_unregister):
+        assert reason(decide(req, VisitLoad(None, None, 1), code)) is Refusal.visit_not_found
+        cancelled = msgspec.structs.replace(open_visit, state=VisitState.cancelled)
+        assert reason(decide(req, VisitLoad(cancelled, None, 1), code)) is Refusal.visit_cancelled
+    assert reason(decide_fees_cancel(req, VisitLoad(open_visit, None, 0), code)) is (
+        Refusal.fee_details_batch_not_found
+    )
+    wrong_number = VisitRequest(mdtrt_id="V1", psn_no="P1", ipt_otp_no="MZ9")
+    assert reason(decide_unregister(wrong_number, VisitLoad(open_visit, None, 0), code)) is (
+        Refusal.field_invalid
+    )
+    assert reason(decide_unregister(req, VisitLoad(open_visit, "S1", 0), code)) is (
+        Refusal.visit_has_settlement
+    )
+    done = decide_unregister(req, VisitLoad(open_visit, None, 0), code)
+    assert not isinstance(done, Refused) and done.state is VisitState.cancelled
+    kept = decide_visit_info(req, VisitLoad(open_visit, None, 0), code)
+    assert not isinstance(kept, Refused) and kept.state is VisitState.registered

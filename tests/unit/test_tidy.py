@@ -50,7 +50,6 @@ THIS_FILE = "tests/unit/test_tidy.py"
 ASSERT_ALLOWANCE: dict[str, int] = {
     "engine/txn/cancel.py": 2,
     "engine/txn/cardauth.py": 2,
-    "engine/txn/t2202.py": 1,
     "engine/txn/t2601.py": 2,
 }
 ASSERT_ALLOWANCE_MAY_COVER = ("engine/txn/", "engine/http_tx.py")
@@ -82,7 +81,6 @@ CLOCK_ALLOWANCE: dict[str, int] = {}
 # decision"): expiry checks and timestamps that a seeded simulation cannot replay.
 SQL_CLOCK_ALLOWANCE: dict[str, int] = {
     "engine/txn/cardauth.py": 4,
-    "engine/txn/t2202.py": 1,
     "engine/txn/t9001.py": 1,
     "engine/txn/t9002.py": 1,
 }
