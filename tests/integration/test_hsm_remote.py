@@ -131,7 +131,8 @@ async def test_latency_beyond_deadline_gives_unavailable_within_it(
     started = time.monotonic()
     with pytest.raises(HsmUnavailable, match=r"no answer within 0\.2 s"):
         await hsm.mac_generate(KeyRef("mac.hmac"), MacAlgorithm.hmac_sha256, b"x", deadline_s=0.2)
-    assert 0.2 <= time.monotonic() - started < 0.5
+    # uvloop's timers run on libuv's millisecond clock and may fire up to a tick early.
+    assert 0.19 <= time.monotonic() - started < 0.5
     server.latency_s = 0.0
     assert len(await hsm.random_bytes(8, deadline_s=T)) == 8
 
