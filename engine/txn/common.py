@@ -3,7 +3,6 @@ and rows. Transaction-specific participants live in their own module."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any, ClassVar
 
@@ -12,7 +11,6 @@ import msgspec
 
 from engine.txn.context import TxContext
 from engine.txn.pipeline import Participant
-from settlement.money import MoneyError
 from terminals.envelope import INPUT_CHARS_MAX
 from terminals.results import ResultCode
 
@@ -33,19 +31,6 @@ def field_message(exc: msgspec.ValidationError, prefix: str) -> str:
         reason = "unknown field"
     full = ".".join(p for p in (prefix, path) if p)
     return f"{full}: {reason[:1].lower()}{reason[1:]}"
-
-
-def wire_datetime(value: str, field: str) -> dt.datetime:
-    """A `yyyy-MM-dd HH:mm:ss` field as a datetime; MoneyError-style FieldError naming
-    the field when the pattern matched but the date does not exist (2026-02-30)."""
-    try:
-        return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        raise MoneyError(field, f"{value!r} is not a valid date and time") from None
-
-
-def money_message(exc: MoneyError, prefix: str) -> str:
-    return f"{prefix}.{exc.field}: {exc.reason}"
 
 
 class DecodeInput(Participant):
@@ -188,20 +173,3 @@ async def fetch_visit(
         sql, mdtrt_id, timeout=ctx.services.command_timeout_s
     )
     return row
-
-
-def check_visit(
-    ctx: TxContext, visit: asyncpg.Record | None, mdtrt_id: str, psn_no: str
-) -> ResultCode | None:
-    """The visit exists at this institution, is open and belongs to this person."""
-    if visit is None or visit["fixmedins_code"] != ctx.envelope.fixmedins_code:
-        return ctx.refuse(ResultCode.visit_not_found, f"mdtrt_id: {mdtrt_id} not found")
-    if visit["psn_no"] != psn_no:
-        return ctx.refuse(
-            ResultCode.visit_person_mismatch, f"psn_no: {psn_no} is not the patient of {mdtrt_id}"
-        )
-    if visit["state"] != "registered":
-        return ctx.refuse(
-            ResultCode.visit_cancelled, f"mdtrt_id: {mdtrt_id} registration was cancelled"
-        )
-    return None
