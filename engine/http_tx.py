@@ -389,6 +389,17 @@ async def _execute(
     raise InvariantViolation("the retry loop ends by returning or raising")
 
 
+_input_decoders: dict[type[Any], DecodeInput] = {}
+
+
+def _input_decoder(input_type: type[Any]) -> DecodeInput:
+    """One decoder per transaction input type, built on first use, not per request."""
+    found = _input_decoders.get(input_type)
+    if found is None:
+        found = _input_decoders[input_type] = DecodeInput(input_type)
+    return found
+
+
 async def _refuse_input(
     spec: TxSpec, ctx: TxContext, received: dt.datetime
 ) -> tuple[int, bytes, ResultCode] | None:
@@ -396,7 +407,7 @@ async def _refuse_input(
     region where the input names a person) is answered before any load — with the
     nonce claimed all the same, so that the refusal cannot be replayed either."""
     env = ctx.envelope
-    code = await DecodeInput(spec.input_type).prepare(ctx)
+    code = await _input_decoder(spec.input_type).prepare(ctx)
     if code is None and spec.names_person and not env.insuplc_admdvs:
         code = ctx.refuse(
             ResultCode.field_invalid, "insuplc_admdvs: required when the input names a person"

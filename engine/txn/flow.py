@@ -24,6 +24,7 @@ loads again and answers from the stored record.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, ClassVar, Generic, TypeVar
 
 import asyncpg
@@ -162,13 +163,17 @@ async def claim_nonce(ctx: TxContext) -> bool:
 REPLAYED = Outcome(ResultCode.nonce_replayed, "X-Yk-Nonce: already used", status=401)
 
 
+@functools.cache
+def _load_sql(load_function: str, flow_args: int) -> str:
+    """`SELECT load_function(yk_request_facts($1..$6), $7, ...)`: the request's six facts,
+    then the flow's own arguments; built once per flow, not per request."""
+    placeholders = "".join(f", ${i + 7}" for i in range(flow_args))
+    return f"SELECT {load_function}(yk_request_facts($1, $2, $3, $4, $5, $6){placeholders})"
+
+
 async def _load(flow: Flow[R, L, D], ctx: TxContext, req: R) -> Loaded[L]:
     args = flow.load_args(ctx, req)
-    placeholders = ", ".join(f"${i + 7}" for i in range(len(args)))
-    sql = (
-        f"SELECT {flow.load_function}(yk_request_facts($1, $2, $3, $4, $5, $6)"
-        f"{', ' if args else ''}{placeholders})"
-    )
+    sql = _load_sql(flow.load_function, len(args))
     env = ctx.envelope
     raw = await ctx.db.fetchval(
         sql,
