@@ -13,9 +13,8 @@ SCRAPE_TIMEOUT_S = 10.0
 Samples = dict[tuple[str, str], float]  # (sample name, infno) -> value
 
 
-async def scrape(url: str) -> Samples:
-    """The round-trip histogram's `_sum` and `_count` by infno; empty if the engine
-    does not export it or /metrics cannot be read."""
+async def _metrics_text(url: str) -> str | None:
+    """The engine's /metrics exposition, or None when it cannot be read."""
     try:
         async with (
             aiohttp.ClientSession() as http,
@@ -23,8 +22,16 @@ async def scrape(url: str) -> Samples:
                 url.rstrip("/") + "/metrics", timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
             ) as resp,
         ):
-            text = await resp.text()
+            return await resp.text()
     except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+
+
+async def scrape(url: str) -> Samples:
+    """The round-trip histogram's `_sum` and `_count` by infno; empty if the engine
+    does not export it or /metrics cannot be read."""
+    text = await _metrics_text(url)
+    if text is None:
         return {}
     out: Samples = {}
     for family in text_string_to_metric_families(text):
@@ -56,15 +63,8 @@ def round_trips(before: Samples, after: Samples) -> dict[str, float] | None:
 
 async def pool_max_size(url: str) -> int | None:
     """The engine's database pool size (`yikatong_db_pool_connections_max`), if exported."""
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                url.rstrip("/") + "/metrics", timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
-            ) as resp,
-        ):
-            text = await resp.text()
-    except (aiohttp.ClientError, TimeoutError, OSError):
+    text = await _metrics_text(url)
+    if text is None:
         return None
     for family in text_string_to_metric_families(text):
         if family.name == "yikatong_db_pool_connections_max":
