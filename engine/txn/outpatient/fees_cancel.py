@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgspec
+
 from engine.txn.context import TxContext
 from engine.txn.outpatient.visit import VisitFlow
 from settlement.outpatient import VisitDecision, VisitLoad, VisitRequest, decide_fees_cancel
@@ -15,6 +17,7 @@ INFNO = tx2205.INFNO
 
 
 class FeesCancel(VisitFlow):
+    output_type = tx2205.Output
     write_function: ClassVar[str | None] = "yk_write_outpatient_fees_cancel"
 
     def request(self, ctx: TxContext, inp: Any) -> VisitRequest | Refused:
@@ -30,18 +33,13 @@ class FeesCancel(VisitFlow):
     def decide(self, ctx: TxContext, req: VisitRequest, load: VisitLoad) -> VisitDecision | Refused:
         return decide_fees_cancel(req, load, ctx.envelope.fixmedins_code)
 
-    def output(
-        self, ctx: TxContext, req: VisitRequest, load: VisitLoad, d: VisitDecision
-    ) -> tx2205.Output:
-        return tx2205.Output()
-
     def write_doc(
         self,
         ctx: TxContext,
         req: VisitRequest,
         load: VisitLoad,
         d: VisitDecision,
-        output: tx2205.Output,
+        output: msgspec.Struct,
     ) -> dict[str, Any]:
         return {
             "mdtrt_id": req.mdtrt_id,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgspec
+
 from engine.txn.context import TxContext
 from engine.txn.outpatient.visit import VisitFlow
 from settlement.outpatient import VisitDecision, VisitLoad, VisitRequest, decide_unregister
@@ -16,6 +18,7 @@ INFNO = tx2202.INFNO
 
 
 class Unregister(VisitFlow):
+    output_type = tx2202.Output
     write_function: ClassVar[str | None] = "yk_write_outpatient_unregister"
 
     def request(self, ctx: TxContext, inp: Any) -> VisitRequest | Refused:
@@ -25,18 +28,13 @@ class Unregister(VisitFlow):
     def decide(self, ctx: TxContext, req: VisitRequest, load: VisitLoad) -> VisitDecision | Refused:
         return decide_unregister(req, load, ctx.envelope.fixmedins_code)
 
-    def output(
-        self, ctx: TxContext, req: VisitRequest, load: VisitLoad, d: VisitDecision
-    ) -> tx2202.Output:
-        return tx2202.Output()
-
     def write_doc(
         self,
         ctx: TxContext,
         req: VisitRequest,
         load: VisitLoad,
         d: VisitDecision,
-        output: tx2202.Output,
+        output: msgspec.Struct,
     ) -> dict[str, Any]:
         return {
             "mdtrt_id": req.mdtrt_id,

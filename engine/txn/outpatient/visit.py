@@ -23,13 +23,20 @@ class VisitFlow(Flow[VisitRequest, VisitLoad, VisitDecision]):
 
     load_function: ClassVar[str] = "yk_load_outpatient_visit"
     load_type = VisitLoad
+    output_type: ClassVar[type[msgspec.Struct]]  # each answers with an empty output
 
     def load_args(self, ctx: TxContext, req: VisitRequest) -> tuple[Any, ...]:
         return (req.mdtrt_id, req.chrg_bchno, req.every_batch)
 
+    def output(
+        self, ctx: TxContext, req: VisitRequest, load: VisitLoad, d: VisitDecision
+    ) -> msgspec.Struct:
+        return self.output_type()
+
 
 class VisitInfo(VisitFlow):
     write_function: ClassVar[str | None] = "yk_write_outpatient_visit_info"
+    output_type = tx2203.Output
 
     def request(self, ctx: TxContext, inp: Any) -> VisitRequest | Refused:
         info: tx2203.MdtrtInfo = inp.mdtrtinfo
@@ -38,18 +45,13 @@ class VisitInfo(VisitFlow):
     def decide(self, ctx: TxContext, req: VisitRequest, load: VisitLoad) -> VisitDecision | Refused:
         return decide_visit_info(req, load, ctx.envelope.fixmedins_code)
 
-    def output(
-        self, ctx: TxContext, req: VisitRequest, load: VisitLoad, d: VisitDecision
-    ) -> tx2203.Output:
-        return tx2203.Output()
-
     def write_doc(
         self,
         ctx: TxContext,
         req: VisitRequest,
         load: VisitLoad,
         d: VisitDecision,
-        output: tx2203.Output,
+        output: msgspec.Struct,
     ) -> dict[str, Any]:
         body: tx2203.Input = ctx.input
         return {
