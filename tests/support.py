@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+# The tests' free-port helper is the rig's (re-exported for the tests that import it here).
+from simulators.rig import free_port as free_port
 
 
 def postgres_pids_for(data_dir: Path) -> list[int]:
