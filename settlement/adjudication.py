@@ -82,6 +82,16 @@ class SetlDetailRow(Struct, frozen=True, kw_only=True):
     setl_proc_info: str
 
 
+class Taken(Struct, frozen=True, kw_only=True):
+    """What one settlement added to its year's accumulators: all a cancellation needs
+    to take it back out (`reverse_accumulators`), whether it has the split or only the
+    stored settlement."""
+
+    year: int
+    act_pay_dedc_fen: int
+    hifp_pay_fen: int
+
+
 class SettlementSplit(Struct, frozen=True, kw_only=True):
     """Every `setlinfo` money field in fen (DOMAIN.md §2.6 names + `_fen`), the
     setldetail rows, and the accumulators as this settlement leaves them."""
@@ -110,6 +120,14 @@ class SettlementSplit(Struct, frozen=True, kw_only=True):
     balc_fen: int
     setldetail: tuple[SetlDetailRow, ...]
     accumulators_after: Accumulators
+
+    @property
+    def taken(self) -> Taken:
+        return Taken(
+            year=self.accumulators_after.year,
+            act_pay_dedc_fen=self.act_pay_dedc_fen,
+            hifp_pay_fen=self.hifp_pay_fen,
+        )
 
 
 class _Pooling(Struct, frozen=True, kw_only=True):
@@ -355,21 +373,21 @@ def check_identities(s: SettlementSplit) -> None:
     )
 
 
-def reverse_accumulators(acc: Accumulators, s: SettlementSplit, benefit: Benefit) -> Accumulators:
-    """The accumulators with settlement `s` taken back out (a cancellation):
-    `reverse_accumulators(s.accumulators_after, s, benefit)` is the accumulators `s`
-    started from. `benefit` must be the one `s` was adjudicated under."""
+def reverse_accumulators(acc: Accumulators, taken: Taken, benefit: Benefit) -> Accumulators:
+    """The accumulators with a settlement taken back out (a cancellation):
+    `reverse_accumulators(s.accumulators_after, s.taken, benefit)` is the accumulators
+    `s` started from. `benefit` must be the one the settlement was adjudicated under."""
     check(
-        acc.year == s.accumulators_after.year,
-        f"cancelling a {s.accumulators_after.year} settlement against {acc.year} accumulators",
+        acc.year == taken.year,
+        f"cancelling a {taken.year} settlement against {acc.year} accumulators",
     )
     outpatient = benefit is not Benefit.inpatient
     after = replace(
         acc,
-        deductible_used_fen=acc.deductible_used_fen - (s.act_pay_dedc_fen if outpatient else 0),
+        deductible_used_fen=acc.deductible_used_fen - (taken.act_pay_dedc_fen if outpatient else 0),
         outpatient_fund_paid_fen=acc.outpatient_fund_paid_fen
-        - (s.hifp_pay_fen if outpatient else 0),
-        fund_paid_fen=acc.fund_paid_fen - s.hifp_pay_fen,
+        - (taken.hifp_pay_fen if outpatient else 0),
+        fund_paid_fen=acc.fund_paid_fen - taken.hifp_pay_fen,
     )
     check(
         min(after.deductible_used_fen, after.outpatient_fund_paid_fen, after.fund_paid_fen) >= 0,

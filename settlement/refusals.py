@@ -17,6 +17,7 @@ class Refusal(enum.Enum):
     sign_no_unknown = enum.auto()
     sign_no_signed_out = enum.auto()
     operator_not_signed_in = enum.auto()
+    operator_unknown = enum.auto()
     # persons
     person_not_found = enum.auto()
     person_region_mismatch = enum.auto()
@@ -36,6 +37,12 @@ class Refusal(enum.Enum):
     # settlements
     medfee_sumamt_mismatch = enum.auto()
     visit_already_settled = enum.auto()
+    settlement_not_found = enum.auto()
+    settlement_visit_mismatch = enum.auto()
+    settlement_already_cancelled = enum.auto()
+    # reversals
+    reversal_not_supported = enum.auto()
+    reversal_person_mismatch = enum.auto()
 
 
 class Refused(Struct, frozen=True):

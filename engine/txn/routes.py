@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from engine.txn import t1101, t2208, t2601, t9001, t9002, t9301
+from engine.txn import reversal, t1101, t9001, t9002, t9301
 from engine.txn.outpatient import (
+    cancel,
     fees,
     fees_cancel,
     presettle,
@@ -18,7 +19,17 @@ from engine.txn.outpatient import (
     visit,
 )
 from engine.txn.pipeline import TxSpec
-from terminals.messages import tx2201, tx2202, tx2203, tx2204, tx2205, tx2206, tx2207
+from terminals.messages import (
+    tx2201,
+    tx2202,
+    tx2203,
+    tx2204,
+    tx2205,
+    tx2206,
+    tx2207,
+    tx2208,
+    tx2601,
+)
 
 _FLOWS = (
     TxSpec(
@@ -49,8 +60,16 @@ _FLOWS = (
         tx2207.INFNO, tx2207.NAME, tx2207.Input, tx2207.Output, True,
         flow=settle.FLOW, names_person=True,
     ),
+    TxSpec(
+        tx2208.INFNO, tx2208.NAME, tx2208.Input, tx2208.Output, True,
+        flow=cancel.FLOW, names_person=True,
+    ),
+    TxSpec(
+        tx2601.INFNO, tx2601.NAME, tx2601.Input, tx2601.Output, True,
+        flow=reversal.FLOW, names_person=True,
+    ),
 )  # fmt: skip
-_PARTICIPANTS = tuple(m.SPEC for m in (t9001, t9002, t9301, t1101, t2208, t2601))
+_PARTICIPANTS = tuple(m.SPEC for m in (t9001, t9002, t9301, t1101))
 
 
 def build_routes() -> MappingProxyType[str, TxSpec]:

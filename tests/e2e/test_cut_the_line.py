@@ -529,12 +529,14 @@ async def test_2208_cut_around_its_claim_and_commit_is_503_unchanged_and_cancels
         proxy.arm(cut)
         sent = await post(d, his, req)
         assert cut.fired.is_set(), f"2208 never ran a statement {cut.description}"
-        assert_try_again(sent)
         await server_done(d)
-        if cut.in_transaction:
-            assert await footprint(d, his, req.msgid, visit) == before, cut.description
-        else:  # the claim and the COMMIT went in one message: committed whole
+        if not cut.in_transaction:
+            # The claim and the COMMIT went in one message: committed whole, and
+            # answered from the store when the engine could look it up, else 503.
+            assert sent.status in (200, 503), sent
             break
+        assert_try_again(sent)
+        assert await footprint(d, his, req.msgid, visit) == before, cut.description
         assert_ready(d)
 
     out = await his.resend(req.lost(), tx2208.Output)

@@ -1,13 +1,15 @@
 """2601 reversal through the SDK: a settlement whose answer was lost is undone once,
 a reversal that overtakes its original leaves a tombstone that refuses the late
-original, reversal is idempotent, and only 2207 is reversible so far."""
+original, reversal is idempotent (also after a 2208 cancelled the settlement), a
+reversal naming another person changes nothing, and only 2207 is reversible so far."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from terminals.client import BusinessError, Client, OutcomeUnknown
-from terminals.messages import setl, tx2207
+from terminals.messages import setl, tx2207, tx2208
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import open_visit
@@ -95,3 +97,57 @@ async def test_only_settlements_are_reversible_so_far(deployment: Deployment, hi
     with pytest.raises(BusinessError) as err:
         await his.reverse(fake)
     assert err.value.code is ResultCode.field_invalid
+
+
+async def test_reversal_after_a_2208_refunds_nothing_twice(deployment: Deployment) -> None:
+    """A settlement cancelled by 2208 and then reversed by 2601: the reversal answers
+    already_reversed and marks the msgid (an identical resend is refused), and the
+    account is refunded once."""
+    async with deployment.client() as c:
+        await c.sign_in()
+        lost, mdtrt_id, balance = await lost_settlement(deployment, c)
+        settled = await c.resend(lost, setl.Output)
+        info = settled.setlinfo
+        await c.cancel_settlement(
+            msgspec.json.decode(lost.body)["insuplc_admdvs"],
+            tx2208.Data(setl_id=info.setl_id or "", mdtrt_id=mdtrt_id, psn_no=info.psn_no),
+        )
+        out = await c.reverse(lost)
+        assert (out.data.rslt, out.data.setl_id) == ("already_reversed", info.setl_id)
+        with pytest.raises(BusinessError) as err:
+            await c.resend(lost, setl.Output)
+        assert err.value.code is ResultCode.msgid_reversed
+    assert (
+        await deployment.fetchval(
+            "SELECT acct_balance_fen FROM persons WHERE psn_no = $1", info.psn_no
+        )
+        == balance
+    )
+    assert (
+        await deployment.fetchval(
+            "SELECT count(*) FROM journal_entries WHERE setl_id = $1 AND kind = 'cancel'",
+            info.setl_id,
+        )
+        == 1
+    )
+    assert (await deployment.ledger()).balanced
+
+
+async def test_reversal_naming_another_person_is_refused_and_changes_nothing(
+    deployment: Deployment,
+) -> None:
+    async with deployment.client() as c:
+        await c.sign_in()
+        lost, mdtrt_id, _ = await lost_settlement(deployment, c)
+        await c.resend(lost, setl.Output)
+        # The SDK names the person from the original's body: name another one.
+        body = lost.body.replace(b'"psn_no":"', b'"psn_no":"X', 1)
+        assert body != lost.body
+        with pytest.raises(BusinessError) as err:
+            await c.reverse(OutcomeUnknown(lost.infno, lost.msgid, body, TimeoutError()))
+        assert err.value.code is ResultCode.reversal_person_mismatch
+        assert err.value.err_msg.startswith("input.data.psn_no")
+    assert (
+        await deployment.fetchval("SELECT state FROM settlements WHERE mdtrt_id = $1", mdtrt_id)
+        == "settled"
+    )

@@ -235,7 +235,7 @@ def test_settlement_identities_limits_and_balances(case: Case) -> None:
     elif not policy.account_covers_self_pay:
         self_paid = s.fulamt_ownpay_amt_fen + s.overlmt_selfpay_fen
         assert s.acct_pay_fen <= max(0, s.psn_part_amt_fen - self_paid)
-    assert reverse_accumulators(after, s, case.benefit) == acc
+    assert reverse_accumulators(after, s.taken, case.benefit) == acc
 
 
 @given(cases(), st.lists(splits, min_size=1, max_size=3))
@@ -303,7 +303,7 @@ def test_a_year_of_settlements_and_cancellations_never_passes_a_limit(
             old, old_benefit, old_entry = live.pop(cancel % len(live))
             post(ledger.negated(old_entry))
             balance += old.acct_pay_fen
-            acc = reverse_accumulators(acc, old, old_benefit)
+            acc = reverse_accumulators(acc, old.taken, old_benefit)
         assert sum(books.values()) == 0
         assert -books.get("acct:P1", 0) == balance >= 0
         assert acc.deductible_used_fen <= deductible

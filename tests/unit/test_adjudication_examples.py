@@ -322,16 +322,16 @@ def test_cancellation_takes_the_settlement_back_out_of_the_accumulators(benefit:
     before = acc(5_000, 30_000, 70_000)
     s = settle([line("1", 80_000, JIA)], employee(), benefit=benefit, before=before)
     assert s.accumulators_after != before
-    assert reverse_accumulators(s.accumulators_after, s, benefit) == before
+    assert reverse_accumulators(s.accumulators_after, s.taken, benefit) == before
 
 
 def test_cancellation_that_would_go_below_zero_is_refused() -> None:
     """Reversing against counters that never saw the settlement is a bug."""
     s = settle([line("1", 80_000, JIA)], employee())
     with pytest.raises(DomainInvariantViolation, match="below zero"):
-        reverse_accumulators(FRESH, s, Benefit.outpatient)
+        reverse_accumulators(FRESH, s.taken, Benefit.outpatient)
     with pytest.raises(DomainInvariantViolation, match="2026 settlement against 2027"):
-        reverse_accumulators(replace(s.accumulators_after, year=2027), s, Benefit.outpatient)
+        reverse_accumulators(replace(s.accumulators_after, year=2027), s.taken, Benefit.outpatient)
 
 
 @pytest.mark.parametrize(

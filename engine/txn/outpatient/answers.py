@@ -1,9 +1,13 @@
-"""How an outpatient (pre-)settlement is shown on the wire: setlinfo and setldetail
-(DOMAIN.md §2.6), from the domain's decision and what the load found."""
+"""How an outpatient (pre-)settlement and its cancellation are shown on the wire:
+setlinfo and setldetail (DOMAIN.md §2.6), from the domain's decision and what the load
+found."""
 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+
+import msgspec
 
 from engine.txn.people import age_on, psn_type_of
 from settlement.adjudication import Benefit
@@ -78,3 +82,32 @@ def setl_output(
         for r in s.setldetail
     ]
     return setl.Output(setlinfo=info, setldetail=detail)
+
+
+# Every amount of setlinfo but the balance is shown negated in a cancellation.
+_MONEY_FIELDS = tuple(
+    f.name
+    for f in msgspec.structs.fields(setl.SetlInfo)
+    if f.type is decimal.Decimal and f.name != "balc"
+)
+
+
+def cancel_output(
+    original: setl.Output, balance_after_fen: int, *, msgid: str, cancel_time: dt.datetime
+) -> setl.Output:
+    """A cancellation's answer (2208): the settlement's own answer with every amount
+    negated (a refund), this cancellation's time and msgid, and the balance after the
+    refund."""
+    negated = {name: 0 - getattr(original.setlinfo, name) for name in _MONEY_FIELDS}
+    info = msgspec.structs.replace(
+        original.setlinfo,
+        **negated,
+        balc=y(balance_after_fen),
+        setl_time=f"{cancel_time:%Y-%m-%d %H:%M:%S}",
+        medins_setl_id=msgid,
+    )
+    details = [
+        msgspec.structs.replace(d, inscp_scp_amt=0 - d.inscp_scp_amt, fund_payamt=0 - d.fund_payamt)
+        for d in original.setldetail
+    ]
+    return setl.Output(setlinfo=info, setldetail=details)

@@ -1,0 +1,98 @@
+"""2601 冲正交易 reversal (INFNO 2601): undo a request whose answer was lost, named by
+its msgid (DOMAIN.md §2.9). A 2207 that committed is cancelled exactly as 2208 would
+(settlement.cancellation) and its msgid is marked reversed, so an identical resend is
+refused rather than answered with the stale settlement; a msgid that never arrived gets
+a tombstone in the idempotency log, so the late original is refused. Reversing twice
+answers `already_reversed` (idempotent from the institution's view). Which codes can be
+reversed is the wire's list (terminals.messages.tx2601), checked before any I/O."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from engine.txn.context import TxContext
+from engine.txn.flow import Flow
+from engine.txn.outpatient.cancel import cancel_doc
+from settlement.cancellation import (
+    ReversalDecision,
+    ReversalLoad,
+    ReversalRequest,
+    decide_reversal,
+)
+from settlement.refusals import Refusal, Refused
+from terminals.messages import tx2601
+
+INFNO = tx2601.INFNO
+
+
+class Reverse(Flow[ReversalRequest, ReversalLoad, ReversalDecision]):
+    load_function: ClassVar[str] = "yk_load_reversal"
+    write_function: ClassVar[str | None] = "yk_write_reversal"
+    load_type = ReversalLoad
+
+    def request(self, ctx: TxContext, inp: Any) -> ReversalRequest | Refused:
+        data: tx2601.Data = inp.data
+        if data.oinfno not in tx2601.REVERSIBLE:
+            if data.oinfno in tx2601.NATIONALLY_REVERSIBLE:
+                return Refused(
+                    Refusal.reversal_not_supported,
+                    f"input.data.oinfno: reversing {data.oinfno} is not supported yet",
+                )
+            return Refused(
+                Refusal.field_invalid, f"input.data.oinfno: {data.oinfno} is not reversible"
+            )
+        if data.omsgid == ctx.envelope.msgid:
+            return Refused(
+                Refusal.field_invalid, "input.data.omsgid: a request cannot reverse itself"
+            )
+        return ReversalRequest(
+            omsgid=data.omsgid,
+            oinfno=data.oinfno,
+            psn_no=data.psn_no,
+            insuplc_admdvs=ctx.envelope.insuplc_admdvs,
+            msgid=ctx.envelope.msgid,
+        )
+
+    def load_args(self, ctx: TxContext, req: ReversalRequest) -> tuple[Any, ...]:
+        return (ctx.envelope.fixmedins_code, req.omsgid)
+
+    def decide(
+        self, ctx: TxContext, req: ReversalRequest, load: ReversalLoad
+    ) -> ReversalDecision | Refused:
+        return decide_reversal(req, load, ctx.envelope.fixmedins_code)
+
+    def output(
+        self, ctx: TxContext, req: ReversalRequest, load: ReversalLoad, d: ReversalDecision
+    ) -> tx2601.Output:
+        return tx2601.Output(
+            data=tx2601.ReversalOut(
+                omsgid=req.omsgid, oinfno=req.oinfno, rslt=d.result.value, setl_id=d.setl_id
+            )
+        )
+
+    def write_doc(
+        self,
+        ctx: TxContext,
+        req: ReversalRequest,
+        load: ReversalLoad,
+        d: ReversalDecision,
+        output: tx2601.Output,
+    ) -> dict[str, Any]:
+        return {
+            "reversal": {
+                "fixmedins_code": ctx.envelope.fixmedins_code,
+                "omsgid": req.omsgid,
+                "oinfno": req.oinfno,
+                "msgid": req.msgid,
+                "tombstone": d.tombstone,
+                "mark_reversed": d.mark_reversed,
+            },
+            "cancel": cancel_doc(ctx, d.cancel) if d.cancel is not None else None,
+        }
+
+    def money(self, d: ReversalDecision) -> tuple[str, int, int, int] | None:
+        c = d.cancel  # a reversal's money moves back as a cancellation's does
+        return None if c is None else ("cancel", c.fund_fen, c.acct_fen, c.cash_fen)
+
+
+FLOW = Reverse()
