@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from engine.txn import reversal, t1101, t9001, t9002, t9301
+from engine.txn import reversal, t1101, t9301
 from engine.txn.outpatient import (
     cancel,
     fees,
@@ -19,6 +19,7 @@ from engine.txn.outpatient import (
     visit,
 )
 from engine.txn.pipeline import TxSpec
+from engine.txn.session import sign_in, sign_out
 from terminals.messages import (
     tx2201,
     tx2202,
@@ -29,6 +30,8 @@ from terminals.messages import (
     tx2207,
     tx2208,
     tx2601,
+    tx9001,
+    tx9002,
 )
 
 _FLOWS = (
@@ -68,8 +71,14 @@ _FLOWS = (
         tx2601.INFNO, tx2601.NAME, tx2601.Input, tx2601.Output, True,
         flow=reversal.FLOW, names_person=True,
     ),
+    TxSpec(
+        tx9001.INFNO, tx9001.NAME, tx9001.Input, tx9001.Output, True, flow=sign_in.FLOW,
+    ),
+    TxSpec(
+        tx9002.INFNO, tx9002.NAME, tx9002.Input, tx9002.Output, True, flow=sign_out.FLOW,
+    ),
 )  # fmt: skip
-_PARTICIPANTS = tuple(m.SPEC for m in (t9001, t9002, t9301, t1101))
+_PARTICIPANTS = tuple(m.SPEC for m in (t9301, t1101))
 
 
 def build_routes() -> MappingProxyType[str, TxSpec]:

@@ -77,8 +77,6 @@ CLOCK_ALLOWANCE: dict[str, int] = {}
 # decision"): expiry checks and timestamps that a seeded simulation cannot replay.
 SQL_CLOCK_ALLOWANCE: dict[str, int] = {
     "engine/txn/cardauth.py": 4,
-    "engine/txn/t9001.py": 1,
-    "engine/txn/t9002.py": 1,
 }
 
 # -- DESIGN.md §1: who may import whom -----------------------------------------------------

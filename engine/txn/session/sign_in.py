@@ -1,0 +1,65 @@
+"""9001 签到 operator sign-in (INFNO 9001): opens a sign-in session for a registered
+operator at this institution and terminal, and answers its `sign_no`, which every later
+call carries. The one call that needs no sign-in: it creates it."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from engine.txn.context import TxContext
+from engine.txn.flow import Flow, wire_time
+from settlement.refusals import Refused
+from settlement.session import SignInDecision, SignInLoad, SignInRequest, decide_sign_in
+from terminals.messages import tx9001
+
+INFNO = tx9001.INFNO
+
+
+class SignIn(Flow[SignInRequest, SignInLoad, SignInDecision]):
+    load_function: ClassVar[str] = "yk_load_session_sign_in"
+    write_function: ClassVar[str | None] = "yk_write_session_sign_in"
+    needs_sign_in: ClassVar[bool] = False
+    load_type = SignInLoad
+
+    def request(self, ctx: TxContext, inp: Any) -> SignInRequest | Refused:
+        data: tx9001.SignInData = inp.signIn
+        env = ctx.envelope
+        return SignInRequest(
+            fixmedins_code=env.fixmedins_code, opter=env.opter, opter_no=data.opter_no
+        )
+
+    def load_args(self, ctx: TxContext, req: SignInRequest) -> tuple[Any, ...]:
+        return (req.opter,)
+
+    def decide(
+        self, ctx: TxContext, req: SignInRequest, load: SignInLoad
+    ) -> SignInDecision | Refused:
+        return decide_sign_in(req, load, ctx.now)
+
+    def output(
+        self, ctx: TxContext, req: SignInRequest, load: SignInLoad, d: SignInDecision
+    ) -> tx9001.Output:
+        return tx9001.Output(
+            signinoutb=tx9001.SignInOut(sign_time=wire_time(ctx.now), sign_no=d.sign_no)
+        )
+
+    def write_doc(
+        self,
+        ctx: TxContext,
+        req: SignInRequest,
+        load: SignInLoad,
+        d: SignInDecision,
+        output: tx9001.Output,
+    ) -> dict[str, Any]:
+        return {
+            "sign_in": {
+                "sign_no": d.sign_no,
+                "fixmedins_code": req.fixmedins_code,
+                "opter": req.opter,
+                "terminal_id": ctx.terminal.terminal_id,
+                "signed_in_at": ctx.now.isoformat(),
+            }
+        }
+
+
+FLOW = SignIn()
