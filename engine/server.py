@@ -22,7 +22,7 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from engine import __version__, constants, ledger_seal, nonces
+from engine import __version__, card_purge, constants, ledger_seal, nonces
 from engine.app import EngineState, build_app
 from engine.config import Config
 from engine.db import migrate
@@ -31,8 +31,7 @@ from engine.db.pool import create_pool
 from engine.hsm_runtime import open_hsm
 from engine.http_tx import TxEndpoint
 from engine.metrics import EngineMetrics
-from engine.txn import cardauth
-from engine.txn.cardauth import CardAuthServices, CardKeyLabels
+from engine.txn.card.services import CardAuthServices, CardKeyLabels
 from engine.txn.routes import build_routes
 from hsm.protocol import Hsm, KeyRef
 from settlement.policy import PolicyBook
@@ -112,7 +111,7 @@ async def _purge_card_auth_forever(pool: asyncpg.Pool, cfg: Config, stop: asynci
     while not stop.is_set():
         try:
             async with pool.acquire(timeout=cfg.database.acquire_timeout_s) as conn:
-                count = await cardauth.purge_expired(
+                count = await card_purge.purge_expired(
                     conn,
                     batch_max=cfg.card.purge_batch_max,
                     grace_s=constants.CARD_AUTH_PURGE_GRACE_S,

@@ -5,6 +5,8 @@
     load     one SQL function call: the request's facts (nonce claimed, sign-in, the
              msgid's idempotency record) and the flow's rows, locked in the fixed
              order — decoded from PostgreSQL's JSON straight into typed Structs
+    prove    optional: what only an outside party can say about the load (the HSM's
+             verdict on a card's cryptogram or a token's signature), added to it
     decide   a pure function in settlement/: a refusal or a decision
     write    one SQL function call that claims the msgid, stores the answer and writes
              the decision's rows, sent with COMMIT in the same round trip
@@ -12,7 +14,9 @@
 A state-changing request is BEGIN, load, write + COMMIT: three round trips. A read-only
 one is its load alone, in autocommit. A refusal after the load COMMITs instead of
 rolling back, which keeps the claimed nonce (the load changes nothing else), so a
-refused request cannot be replayed into success later.
+refused request cannot be replayed into success later; an error in prove (the HSM down)
+COMMITs the same way before it goes on. A decision that spends a credential and still
+refuses (`spent_refusal`) is written, without a msgid claim, and answered as a refusal.
 
 Idempotency is one step with two halves: `_idempotent` answers a msgid seen before from
 the load (the stored answer for the same request, a refusal for a different one), and
@@ -99,6 +103,16 @@ class Flow(Generic[R, L, D]):
 
     def decide(self, ctx: TxContext, req: R, load: L) -> D | Refused:
         raise NotImplementedError
+
+    async def prove(self, ctx: TxContext, req: R, load: L) -> L:
+        """The load with what only an outside party can say about it added, for decide
+        (runs after the load's checks, its transaction open). Default: nothing, free."""
+        return load
+
+    def spent_refusal(self, decision: D) -> Refused | None:
+        """The refusal a written decision still answers (the check that refused spent a
+        credential); None, the default: the decision is a success."""
+        return None
 
     def output(self, ctx: TxContext, req: R, load: L, decision: D) -> Any:
         raise NotImplementedError
@@ -204,20 +218,34 @@ async def run(flow: Flow[R, L, D], ctx: TxContext, inp: Any, answer: Any) -> Out
         return REPLAYED
     outcome = _checks(flow, ctx, loaded)
     if outcome is None and loaded.flow is not None:
-        decision = flow.decide(ctx, req, loaded.flow)
+        load = await _prove(flow, ctx, req, loaded.flow, mutating)
+        decision = flow.decide(ctx, req, load)
         if isinstance(decision, Refused):
             outcome = refused(decision)
+        elif (spent := flow.spent_refusal(decision)) is not None:
+            if mutating:
+                await _write_spent(flow, ctx, req, load, decision)
+            return refused(spent)
         else:
-            output = flow.output(ctx, req, loaded.flow, decision)
+            output = flow.output(ctx, req, load, decision)
             stored = None
             if mutating:
-                stored = await _write(flow, ctx, req, loaded.flow, decision, output, answer)
+                stored = await _write(flow, ctx, req, load, decision, output, answer)
             ctx.money_moved = flow.money(decision)
             return Outcome(ResultCode.ok, output=output, answer=stored)
     invariant(outcome is not None, f"{flow.load_function} returned no flow part and no reason")
     if mutating:
         await ctx.db.commit()  # keeps the claimed nonce; nothing else was changed
     return outcome  # type: ignore[return-value]  # invariant() above
+
+
+async def _prove(flow: Flow[R, L, D], ctx: TxContext, req: R, load: L, mutating: bool) -> L:
+    try:
+        return await flow.prove(ctx, req, load)
+    except Exception:
+        if mutating:
+            await ctx.db.commit()  # keeps the claimed nonce, as a refusal does
+        raise
 
 
 def _checks(flow: Flow[R, L, D], ctx: TxContext, loaded: Loaded[L]) -> Outcome | None:
@@ -260,6 +288,15 @@ async def _write(
     except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
         raise CommitOutcomeUnknown(env.msgid) from exc
     return body
+
+
+async def _write_spent(flow: Flow[R, L, D], ctx: TxContext, req: R, load: L, decision: D) -> None:
+    """A refused decision's rows, + COMMIT: no msgid claim, no stored answer."""
+    doc = flow.write_doc(ctx, req, load, decision, None)
+    try:
+        await ctx.db.write_and_commit(flow.write_function or "", msgspec.json.encode(doc).decode())
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        raise CommitOutcomeUnknown(ctx.envelope.msgid) from exc
 
 
 async def stored_answer(conn: asyncpg.Connection, ctx: TxContext, timeout_s: float) -> bytes | None:

@@ -1,11 +1,10 @@
-"""How a person row is shown on the wire (1101 baseinfo/insuinfo, setlinfo identity)."""
+"""How a person is shown on the wire (1101 baseinfo/insuinfo, setlinfo identity)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-import asyncpg
-
+from settlement.cards import Insured
 from settlement.money import fen_to_yuan
 from terminals.messages import tx1101
 
@@ -25,32 +24,28 @@ def psn_type_of(insutype: str, retired: bool) -> str:
     return PSN_TYPE_RETIRED if retired else PSN_TYPE_EMPLOYED
 
 
-def psn_type(person: asyncpg.Record) -> str:
-    return psn_type_of(person["insutype"], person["retired"])
-
-
-def base_info(person: asyncpg.Record, today: dt.date) -> tx1101.BaseInfo:
+def base_info(person: Insured, today: dt.date) -> tx1101.BaseInfo:
     return tx1101.BaseInfo(
-        psn_no=person["psn_no"],
-        psn_cert_type=person["psn_cert_type"],
-        certno=person["certno"],
-        psn_name=person["psn_name"],
-        gend=person["gend"],
-        naty=person["naty"],
-        brdy=person["brdy"].isoformat(),
-        age=age_on(person["brdy"], today),
+        psn_no=person.psn_no,
+        psn_cert_type=person.psn_cert_type,
+        certno=person.certno,
+        psn_name=person.psn_name,
+        gend=person.gend,
+        naty=person.naty,
+        brdy=person.brdy.isoformat(),
+        age=age_on(person.brdy, today),
     )
 
 
-def insu_info(person: asyncpg.Record) -> tx1101.InsuInfo:
+def insu_info(person: Insured) -> tx1101.InsuInfo:
     return tx1101.InsuInfo(
-        balc=fen_to_yuan(person["acct_balance_fen"]),
-        insutype=person["insutype"],
-        psn_type=psn_type(person),
-        psn_insu_stas=person["psn_insu_stas"],
-        psn_insu_date=person["psn_insu_date"].isoformat(),
+        balc=fen_to_yuan(person.acct_balance_fen),
+        insutype=person.insutype,
+        psn_type=psn_type_of(person.insutype, person.retired),
+        psn_insu_stas=person.psn_insu_stas,
+        psn_insu_date=person.psn_insu_date.isoformat(),
         paus_insu_date=None,
-        cvlserv_flag=person["cvlserv_flag"],
-        insuplc_admdvs=person["insuplc_admdvs"],
-        emp_name=person["emp_name"],
+        cvlserv_flag=person.cvlserv_flag,
+        insuplc_admdvs=person.insuplc_admdvs,
+        emp_name=person.emp_name,
     )

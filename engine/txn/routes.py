@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from engine.txn import reversal, t1101, t9301
+from engine.txn import reversal
+from engine.txn.card import challenge, person_info
 from engine.txn.outpatient import (
     cancel,
     fees,
@@ -21,6 +22,7 @@ from engine.txn.outpatient import (
 from engine.txn.pipeline import TxSpec
 from engine.txn.session import sign_in, sign_out
 from terminals.messages import (
+    tx1101,
     tx2201,
     tx2202,
     tx2203,
@@ -32,6 +34,7 @@ from terminals.messages import (
     tx2601,
     tx9001,
     tx9002,
+    tx9301,
 )
 
 _FLOWS = (
@@ -77,8 +80,14 @@ _FLOWS = (
     TxSpec(
         tx9002.INFNO, tx9002.NAME, tx9002.Input, tx9002.Output, True, flow=sign_out.FLOW,
     ),
+    TxSpec(
+        tx9301.INFNO, tx9301.NAME, tx9301.Input, tx9301.Output, True, flow=challenge.FLOW,
+    ),
+    TxSpec(
+        tx1101.INFNO, tx1101.NAME, tx1101.Input, tx1101.Output, True, flow=person_info.FLOW,
+    ),
 )  # fmt: skip
-_PARTICIPANTS = tuple(m.SPEC for m in (t9301, t1101))
+_PARTICIPANTS: tuple[TxSpec, ...] = ()
 
 
 def build_routes() -> MappingProxyType[str, TxSpec]:

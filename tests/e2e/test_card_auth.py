@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.txn.cardauth import purge_expired
+from engine.card_purge import purge_expired
 from hsm.cardauth import external_auth_cryptogram, internal_auth_cryptogram
 from simulators.card.keys import CardKeys, IssuerMasters, card_keys, clone_keys
 from simulators.population import Card, Person
