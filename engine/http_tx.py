@@ -4,10 +4,10 @@ Order at the edge (DESIGN.md §2-3): read the body (bounded), check the signatur
 headers — terminal known, timestamp within the window, signature valid, nonce unused
 — before decoding anything else (401 otherwise); decode the envelope once (400 if the
 body is not JSON, 200 with a field error if a field is wrong); the envelope's
-institution must be the terminal's; route `infno` through the registry; run the
-pipeline, state-changing ones inside one database transaction that also stores the
-answer for idempotency. A refusal rolls the transaction back: bad input changes
-nothing. Database trouble is 503 with Retry-After, never 500. Each request is counted
+institution must be the terminal's; route `infno` through the registry; run its flow
+(engine.txn.flow: load → decide → write, state-changing ones in one database
+transaction whose write also stores the answer for idempotency). A refusal changes
+nothing but the claimed nonce. Database trouble is 503 with Retry-After, never 500. Each request is counted
 once by infno and result, with its latency and its database round trips
 (engine.db.round_trips).
 """
@@ -15,7 +15,6 @@ once by infno and result, with its latency and its database round trips
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -34,14 +33,13 @@ from engine import constants, edge
 from engine.cache import TtlCache
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.hsm_runtime import answer_for, timed
-from engine.invariant import InvariantViolation, invariant
+from engine.invariant import InvariantViolation
 from engine.txn import flow as txflow
-from engine.txn import pipeline
-from engine.txn.common import DecodeInput
 from engine.txn.context import Services, Terminal, TxContext
 from engine.txn.db import TxDb
 from engine.txn.flow import ClaimedConcurrently
-from engine.txn.pipeline import TxSpec
+from engine.txn.inputs import InputDecoder
+from engine.txn.spec import TxSpec
 from hsm.errors import HsmError
 from hsm.protocol import Hsm, KeyRef
 from terminals import signing
@@ -329,12 +327,6 @@ async def _authenticated(
     )
     # Idempotency compares what the request asks: its transaction and its input bytes.
     request_sha256 = hashlib.sha256(env.infno.encode() + b"\n" + bytes(env.input)).digest()
-    if spec.flow is None and not await txflow.claim_nonce_alone(
-        db, ctx_terminal.terminal_id, nonce, nonce_expires
-    ):
-        code = ResultCode.nonce_replayed
-        msg = f"{signing.HEADER_NONCE}: already used"
-        return (*_reply(code, status=401, received=received, err_msg=msg), code, "unknown")
     status, out, code = await _execute(
         spec,
         env,
@@ -370,7 +362,6 @@ async def _execute(
             envelope=env,
             request_sha256=request_sha256,
             terminal=terminal,
-            conn=conn,
             services=endpoint.services,
             now=received,
             db=TxDb(conn, endpoint.clock, deadline, endpoint.services.command_timeout_s),
@@ -378,9 +369,7 @@ async def _execute(
             nonce_expires=nonce_expires,
         )
         try:
-            if spec.flow is not None:
-                return await _run_flow(spec, ctx, endpoint, received)
-            return await _run(spec, ctx, endpoint, received)
+            return await _run_flow(spec, ctx, endpoint, received)
         except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, ClaimedConcurrently):
             await ctx.db.rollback()
             if attempt == constants.TX_DB_RETRIES_MAX:
@@ -389,14 +378,14 @@ async def _execute(
     raise InvariantViolation("the retry loop ends by returning or raising")
 
 
-_input_decoders: dict[type[Any], DecodeInput] = {}
+_input_decoders: dict[type[Any], InputDecoder] = {}
 
 
-def _input_decoder(input_type: type[Any]) -> DecodeInput:
+def _input_decoder(input_type: type[Any]) -> InputDecoder:
     """One decoder per transaction input type, built on first use, not per request."""
     found = _input_decoders.get(input_type)
     if found is None:
-        found = _input_decoders[input_type] = DecodeInput(input_type)
+        found = _input_decoders[input_type] = InputDecoder(input_type)
     return found
 
 
@@ -407,7 +396,7 @@ async def _refuse_input(
     region where the input names a person) is answered before any load — with the
     nonce claimed all the same, so that the refusal cannot be replayed either."""
     env = ctx.envelope
-    code = await _input_decoder(spec.input_type).prepare(ctx)
+    code = _input_decoder(spec.input_type).decode(ctx)
     if code is None and spec.names_person and not env.insuplc_admdvs:
         code = ctx.refuse(
             ResultCode.field_invalid, "insuplc_admdvs: required when the input names a person"
@@ -432,7 +421,6 @@ async def _run_flow(
     env = ctx.envelope
     region = env.mdtrtarea_admvs
     flow = spec.flow
-    invariant(flow is not None, f"{spec.infno} has no flow")
     bad_input = await _refuse_input(spec, ctx, received)
     if bad_input is not None:
         return bad_input
@@ -506,54 +494,6 @@ async def _after_lost_commit(ctx: TxContext, endpoint: TxEndpoint) -> bytes | No
         return None
 
 
-async def _run(
-    spec: TxSpec, ctx: TxContext, endpoint: TxEndpoint, received: dt.datetime
-) -> tuple[int, bytes, ResultCode]:
-    env, conn = ctx.envelope, ctx.conn
-    region = env.mdtrtarea_admvs
-    tx = conn.transaction() if spec.mutating else None
-    if tx is not None:
-        await tx.start()
-    try:
-        try:
-            code = await pipeline.run(spec.participants, ctx)
-        except asyncpg.UniqueViolationError as exc:
-            refusal = _UNIQUE_REFUSALS.get(exc.constraint_name or "")
-            if refusal is None:
-                raise
-            code = ctx.refuse(*refusal)
-        if ctx.replayed_answer is not None:
-            if tx is not None:
-                await tx.rollback()
-                tx = None
-            _log(ctx, spec, ResultCode.ok, replay=True)
-            return 200, ctx.replayed_answer, ResultCode.ok
-        if code is not ResultCode.ok:
-            if tx is not None:
-                await tx.rollback()
-                tx = None
-            _log(ctx, spec, code)
-            return (*_reply(code, env_region=region, received=received, err_msg=ctx.err_msg), code)
-        status, out = _reply(code, env_region=region, received=received, output=ctx.output)
-        if tx is not None:
-            await conn.execute(
-                "UPDATE tx_log SET answer = $3 WHERE fixmedins_code = $1 AND msgid = $2",
-                env.fixmedins_code,
-                env.msgid,
-                out,
-                timeout=endpoint.services.command_timeout_s,
-            )
-            await tx.commit()
-            tx = None
-        _count_money(ctx, endpoint)
-        _log(ctx, spec, code)
-        return status, out, code
-    finally:
-        if tx is not None:
-            with contextlib.suppress(asyncpg.InterfaceError, OSError, asyncpg.PostgresError):
-                await tx.rollback()
-
-
 def _count_money(ctx: TxContext, endpoint: TxEndpoint) -> None:
     if ctx.money_moved is not None:
         kind, fund_fen, acct_fen, cash_fen = ctx.money_moved
@@ -572,7 +512,6 @@ def _log(ctx: TxContext, spec: TxSpec, code: ResultCode, *, replay: bool = False
                 "result": code.name,
                 "err_msg": ctx.err_msg,
                 "replay": replay,
-                "trace": ctx.trace,
             }
         },
     )

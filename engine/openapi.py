@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from engine import __version__
-from engine.txn.pipeline import TxSpec
+from engine.txn.spec import TxSpec
 from terminals import signing
 from terminals.envelope import Answer, Envelope
 from terminals.results import ResultCode

@@ -1,16 +1,12 @@
-"""What one transaction carries through its participants.
-
-Participants keep no per-transaction state on themselves (STYLE.md §2): everything a
-transaction learns goes here. `data` holds the transaction module's own typed record.
-"""
+"""What one request carries through its flow: the envelope, the terminal, the engine's
+clock at arrival (`now`), the database handle under the request's deadline (`db`) and
+the claimed nonce. Flows keep no per-request state on themselves (STYLE.md §2)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import asyncpg
 
 from engine.txn.db import TxDb
 from settlement.policy import PolicyBook
@@ -41,24 +37,19 @@ class TxContext:
     # with a refreshed inf_time is the same request).
     request_sha256: bytes
     terminal: Terminal
-    conn: asyncpg.Connection
     services: Services
     now: dt.datetime  # the engine's clock at arrival, local time of the platform
     db: TxDb
     nonce: str  # X-Yk-Nonce, claimed by the load
     nonce_expires: dt.datetime  # when its timestamp leaves the skew window
-    input: Any = None
-    output: Any = None
+    input: Any = None  # the decoded input Struct (engine.txn.inputs)
     code: ResultCode = ResultCode.ok
     err_msg: str | None = None
-    replayed_answer: bytes | None = None
-    data: Any = None
     # (kind, fund_fen, account_fen, cash_fen) of money moved, for metrics.
     money_moved: tuple[str, int, int, int] | None = None
-    trace: list[tuple[str, str, float]] = field(default_factory=list)
 
     def refuse(self, code: ResultCode, message: str) -> ResultCode:
-        """Record a business refusal; participants `return ctx.refuse(...)`."""
+        """Record a refusal the edge answers itself (a field error before any load)."""
         self.code = code
         self.err_msg = message
         return code

@@ -1,7 +1,7 @@
 """Routing is one table: `infno` → the transaction's specification (STYLE.md §1).
 
 Transaction modules never import this one (no import circle): each exposes its `FLOW`
-(or, for codes not yet on the core's shape, its `SPEC`) and the table is built here."""
+and the table is built here."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from engine.txn.outpatient import (
     unregister,
     visit,
 )
-from engine.txn.pipeline import TxSpec
 from engine.txn.session import sign_in, sign_out
+from engine.txn.spec import TxSpec
 from terminals.messages import (
     tx1101,
     tx2201,
@@ -87,12 +87,10 @@ _FLOWS = (
         tx1101.INFNO, tx1101.NAME, tx1101.Input, tx1101.Output, True, flow=person_info.FLOW,
     ),
 )  # fmt: skip
-_PARTICIPANTS: tuple[TxSpec, ...] = ()
 
 
 def build_routes() -> MappingProxyType[str, TxSpec]:
-    specs = (*_FLOWS, *_PARTICIPANTS)
-    routes = {spec.infno: spec for spec in specs}
-    if len(routes) != len(specs):
+    routes = {spec.infno: spec for spec in _FLOWS}
+    if len(routes) != len(_FLOWS):
         raise RuntimeError("two transaction modules claim the same infno")
     return MappingProxyType(routes)
