@@ -98,6 +98,13 @@ class Flow(Generic[R, L, D]):
     def request(self, ctx: TxContext, inp: Any) -> R | Refused:
         raise NotImplementedError
 
+    def writes(self, req: R) -> bool:
+        """Whether this request runs as a transaction (BEGIN, load, write + COMMIT) or
+        as its load alone in autocommit. Default: the flow has a write. A flow whose
+        write depends on the request says so per request (1101 by ID number spends
+        nothing, by card it spends the challenge)."""
+        return self.write_function is not None
+
     def load_args(self, ctx: TxContext, req: R) -> tuple[Any, ...]:
         raise NotImplementedError
 
@@ -209,7 +216,7 @@ async def run(flow: Flow[R, L, D], ctx: TxContext, inp: Any, answer: Any) -> Out
     req = flow.request(ctx, inp)
     if isinstance(req, Refused):
         return refused(req) if await claim_nonce(ctx) else REPLAYED
-    mutating = flow.write_function is not None
+    mutating = flow.writes(req)
     if mutating:
         await ctx.db.begin()
     loaded = await _load(flow, ctx, req)

@@ -5,7 +5,8 @@ platform-signed QR token).
 
 BEGIN, the load (the person; for a card the card and the presented challenge, locked;
 for an e-card whether its id was spent), the HSM's verdict (engine.txn.card.proofs),
-the decision (settlement.cards.decide_person_info), the write + COMMIT. The write
+the decision (settlement.cards.decide_person_info), the write + COMMIT; by ID number,
+which spends nothing, the load alone in autocommit. The write
 spends the challenge or the token id — also for the refusals that must spend it
 (`spent_refusal`), so a refused card keeps its challenge burned and a replay cannot
 reuse it. No msgid is claimed: a credential is single use by itself. Every outcome
@@ -115,6 +116,10 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
         if isinstance(req, Refused):
             count_auth(ctx, Credential(data.mdtrt_cert_type).name, req)
         return req
+
+    def writes(self, req: PersonInfoRequest) -> bool:
+        """By ID number nothing is spent: the load alone, in autocommit (1 round trip)."""
+        return req.card is not None or req.ecard is not None
 
     def load_args(self, ctx: TxContext, req: PersonInfoRequest) -> tuple[Any, ...]:
         """(certno to find the person by, card_sn, challenge as hex, e-card token id)."""
