@@ -51,16 +51,17 @@ class TxDb:
         # answer the line lost.
         self.server_pid: int = conn.get_server_pid()
 
-    @property
-    def connection(self) -> asyncpg.Connection:
-        """For participants not yet moved onto load → decide → write."""
-        return self._conn
-
     def timeout(self) -> float:
+        """The next database call's timeout: min(database cap, remaining)."""
+        return self.within(self._cap_s)
+
+    def within(self, cap_s: float) -> float:
+        """min(cap_s, what is left of the request's budget) — for any call under the
+        request's deadline (the HSM's too); DeadlineExceeded when nothing is left."""
         remaining = self.deadline - self._clock.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the request's time budget is spent")
-        return min(self._cap_s, remaining)
+        return min(cap_s, remaining)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._guard(self._conn.fetchval(sql, *args, timeout=self.timeout()))

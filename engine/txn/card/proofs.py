@@ -40,14 +40,14 @@ async def draw_challenge(ctx: TxContext, card: Card, req: ChallengeRequest) -> D
                 bytes.fromhex(card.card_sn),
                 req.ext_process_factor,
                 req.ext_challenge,
-                deadline_s=services.hsm_deadline_s,
+                deadline_s=ctx.db.within(services.hsm_deadline_s),
             ),
         )
     challenge = await hsm_call(
         ctx,
         "random_bytes",
         services.hsm.random_bytes(
-            constants.CARD_CHALLENGE_BYTES, deadline_s=services.hsm_deadline_s
+            constants.CARD_CHALLENGE_BYTES, deadline_s=ctx.db.within(services.hsm_deadline_s)
         ),
     )
     return DrawnChallenge(challenge, ext)
@@ -65,7 +65,7 @@ async def card_genuine(ctx: TxContext, card: Card, answer: CardAnswer) -> bool:
             answer.process_factor,
             answer.challenge,
             answer.cryptogram,
-            deadline_s=services.hsm_deadline_s,
+            deadline_s=ctx.db.within(services.hsm_deadline_s),
         ),
     )
 
@@ -80,7 +80,7 @@ async def token_signed(ctx: TxContext, claims: EcardClaims) -> bool:
             services.keys.ecard_sign,
             claims.signed_part,
             claims.signature,
-            deadline_s=services.hsm_deadline_s,
+            deadline_s=ctx.db.within(services.hsm_deadline_s),
         ),
     )
 
