@@ -23,17 +23,15 @@ from typing import ClassVar
 import msgspec
 
 from loadtest.sender import LeanAnswer, LoadTerminal, Sender
-from terminals.messages import (
-    tx1101,
-    tx2201,
-    tx2202,
-    tx2203,
-    tx2204,
-    tx2205,
-    tx2206,
-    tx2207,
-    tx2208,
-)
+from terminals.messages.card import person_info as person_info_msg
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees as fees_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import presettle as presettle_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
+from terminals.messages.outpatient import visit as visit_msg
 from terminals.wire import Request
 
 CENT = decimal.Decimal("0.01")
@@ -100,8 +98,8 @@ class _Setl(msgspec.Struct):
     setlinfo: _SetlInfo
 
 
-def _register_request(p: Plan) -> tx2201.Input:
-    data = tx2201.Data(
+def _register_request(p: Plan) -> register_msg.Input:
+    data = register_msg.Data(
         psn_no=p.person.psn_no,
         insutype=p.person.insutype,
         begntime=p.when,
@@ -111,17 +109,17 @@ def _register_request(p: Plan) -> tx2201.Input:
         dept_code="A03",
         dept_name="内科",
     )
-    return tx2201.Input(data=data)
+    return register_msg.Input(data=data)
 
 
-def _fees_request(p: Plan, mdtrt_id: str) -> tuple[tx2204.Input, decimal.Decimal]:
+def _fees_request(p: Plan, mdtrt_id: str) -> tuple[fees_msg.Input, decimal.Decimal]:
     lines, total = [], decimal.Decimal(0)
     for n, (item, cnt) in enumerate(p.items):
         pric = (decimal.Decimal(item.price_fen) / 100).quantize(CENT)
         amount = (pric * cnt).quantize(CENT)
         total += amount
         lines.append(
-            tx2204.FeeDetail(
+            fees_msg.FeeDetail(
                 feedetl_sn=f"{n + 1:04d}",
                 mdtrt_id=mdtrt_id,
                 psn_no=p.person.psn_no,
@@ -136,12 +134,12 @@ def _fees_request(p: Plan, mdtrt_id: str) -> tuple[tx2204.Input, decimal.Decimal
                 bilg_dept_name="内科",
             )
         )
-    return tx2204.Input(feedetail=lines), total
+    return fees_msg.Input(feedetail=lines), total
 
 
-def _settle_data(p: Plan, mdtrt_id: str, total: decimal.Decimal) -> tx2207.Data:
+def _settle_data(p: Plan, mdtrt_id: str, total: decimal.Decimal) -> settle_msg.Data:
     """The 2207 data; 2206 takes the same (it has none of the 2207-only fields set)."""
-    return tx2207.Data(
+    return settle_msg.Data(
         psn_no=p.person.psn_no,
         mdtrt_cert_type="02",
         mdtrt_cert_no=p.person.certno,
@@ -175,10 +173,10 @@ class PersonInfo(Scenario):
 
     def first(self, p: Plan) -> Request:
         cert = p.person.certno
-        data = tx1101.Data(
+        data = person_info_msg.Data(
             mdtrt_cert_type="02", mdtrt_cert_no=cert, psn_cert_type="01", certno=cert
         )
-        return tx1101.Input(data=data)
+        return person_info_msg.Input(data=data)
 
 
 class Register(Scenario):
@@ -209,7 +207,7 @@ class Outpatient(Scenario):
         ans, _ = await sender.call(p.terminal, fees, region)
         if ans is None:
             return None
-        settle = tx2207.Input(data=_settle_data(p, mdtrt_id, total))
+        settle = settle_msg.Input(data=_settle_data(p, mdtrt_id, total))
         ans, _ = await sender.call(p.terminal, settle, region)
         if ans is None:
             return None
@@ -232,12 +230,12 @@ class Visit(Outpatient):
         if reg is None:
             return False
         mdtrt_id = msgspec.json.decode(reg.output, type=_Reg).data.mdtrt_id
-        info = tx2203.Input(
-            mdtrtinfo=tx2203.MdtrtInfo(
+        info = visit_msg.Input(
+            mdtrtinfo=visit_msg.MdtrtInfo(
                 mdtrt_id=mdtrt_id, psn_no=p.person.psn_no, med_type="11", begntime=p.when
             ),
             diseinfo=[
-                tx2203.DiseInfo(
+                visit_msg.DiseInfo(
                     diag_type="1",
                     diag_srt_no=1,
                     diag_code="J06.900",
@@ -252,9 +250,9 @@ class Visit(Outpatient):
         if (await sender.call(p.terminal, fees, region))[0] is None:
             return False
         settle = _settle_data(p, mdtrt_id, total)
-        if (await sender.call(p.terminal, tx2206.Input(data=settle), region))[0] is None:
+        if (await sender.call(p.terminal, presettle_msg.Input(data=settle), region))[0] is None:
             return False
-        return (await sender.call(p.terminal, tx2207.Input(data=settle), region))[0] is not None
+        return (await sender.call(p.terminal, settle_msg.Input(data=settle), region))[0] is not None
 
 
 class SettleAndCancel(Outpatient):
@@ -270,12 +268,16 @@ class SettleAndCancel(Outpatient):
         mdtrt_id, setl_id = done
         region, psn_no = p.person.insuplc_admdvs, p.person.psn_no
         steps: list[Request] = [
-            tx2208.Input(data=tx2208.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=psn_no)),
-            tx2205.Input(
-                data=tx2205.Data(mdtrt_id=mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=psn_no)
+            cancel_msg.Input(
+                data=cancel_msg.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=psn_no)
             ),
-            tx2202.Input(
-                data=tx2202.Data(psn_no=psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=p.ipt_otp_no)
+            fees_cancel_msg.Input(
+                data=fees_cancel_msg.Data(
+                    mdtrt_id=mdtrt_id, chrg_bchno=fees_cancel_msg.ALL_BATCHES, psn_no=psn_no
+                )
+            ),
+            unregister_msg.Input(
+                data=unregister_msg.Data(psn_no=psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=p.ipt_otp_no)
             ),
         ]
         for request in steps:

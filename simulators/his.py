@@ -39,7 +39,14 @@ from simulators.population import Institution, Population
 from terminals.agent.core import CardAgent
 from terminals.checks import identity_failures
 from terminals.client import Client, Credentials, yuan
-from terminals.messages import tx1101, tx2201, tx2202, tx2203, tx2204, tx2205, tx2207, tx2208
+from terminals.messages.card import person_info as person_info_msg
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees as fees_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
+from terminals.messages.outpatient import visit as visit_msg
 
 CENT = decimal.Decimal("0.01")
 T = TypeVar("T")
@@ -130,7 +137,7 @@ class HisSimulator:
             await self._timed("9001", client.sign_in())
             self.hospitals.append(Hospital(inst, client))
 
-    def _fee_lines(self, mdtrt_id: str, psn_no: str, when: str) -> list[tx2204.FeeDetail]:
+    def _fee_lines(self, mdtrt_id: str, psn_no: str, when: str) -> list[fees_msg.FeeDetail]:
         lines = []
         for n in range(self.rng.randint(1, 8)):
             item = self.rng.choice(self.pop.catalog)
@@ -141,7 +148,7 @@ class HisSimulator:
                 price_fen += price_fen // 10
             pric = (decimal.Decimal(price_fen) / 100).quantize(CENT)
             lines.append(
-                tx2204.FeeDetail(
+                fees_msg.FeeDetail(
                     feedetl_sn=f"{n + 1:04d}",
                     mdtrt_id=mdtrt_id,
                     psn_no=psn_no,
@@ -163,7 +170,7 @@ class HisSimulator:
 
     async def _identify(
         self, h: Hospital, index: int, today: dt.date
-    ) -> tuple[tx1101.Output, str, str]:
+    ) -> tuple[person_info_msg.Output, str, str]:
         """1101 the way the patient shows up: a share with the social security card
         through the card agent (challenge, card cryptogram, PIN), a share with the
         e-card QR token from the issuing platform, the rest by ID number.
@@ -207,7 +214,7 @@ class HisSimulator:
             "2201",
             c.register(
                 region,
-                tx2201.Data(
+                register_msg.Data(
                     psn_no=psn_no,
                     insutype=insu.insutype,
                     begntime=now,
@@ -224,9 +231,9 @@ class HisSimulator:
             "2203",
             c.visit_info(
                 region,
-                tx2203.MdtrtInfo(mdtrt_id=mdtrt_id, psn_no=psn_no, med_type="11", begntime=now),
+                visit_msg.MdtrtInfo(mdtrt_id=mdtrt_id, psn_no=psn_no, med_type="11", begntime=now),
                 [
-                    tx2203.DiseInfo(
+                    visit_msg.DiseInfo(
                         diag_type="1",
                         diag_srt_no=1,
                         diag_code="J06.900",
@@ -239,7 +246,7 @@ class HisSimulator:
         lines = self._fee_lines(mdtrt_id, psn_no, now)
         await t("2204", c.upload_fees(region, lines))
         total = sum((x.det_item_fee_sumamt for x in lines), decimal.Decimal(0))
-        settle_data = tx2207.Data(
+        settle_data = settle_msg.Data(
             psn_no=psn_no,
             mdtrt_cert_type=cert_type,
             mdtrt_cert_no=cert_no,
@@ -257,7 +264,7 @@ class HisSimulator:
         if identity_failures(out.setlinfo):
             s.identity_failures += 1
         if self.rng.random() < self.cancel_share:
-            undo = tx2202.Data(psn_no=psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=ipt_otp_no)
+            undo = unregister_msg.Data(psn_no=psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=ipt_otp_no)
             await self._undo(c, region, undo, out.setlinfo.setl_id or "")
             s.cancellations += 1
             return
@@ -266,12 +273,14 @@ class HisSimulator:
         s.account_fen += _fen(out.setlinfo.acct_pay)
         s.cash_fen += _fen(out.setlinfo.psn_cash_pay)
 
-    async def _undo(self, c: Client, region: str, visit: tx2202.Data, setl_id: str) -> None:
+    async def _undo(self, c: Client, region: str, visit: unregister_msg.Data, setl_id: str) -> None:
         """2208 → 2205 → 2202: the settlement, every fee detail, then the visit."""
         mdtrt_id, psn_no = visit.mdtrt_id, visit.psn_no
-        cancel = tx2208.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=psn_no)
+        cancel = cancel_msg.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=psn_no)
         await self._timed("2208", c.cancel_settlement(region, cancel))
-        every = tx2205.Data(mdtrt_id=mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=psn_no)
+        every = fees_cancel_msg.Data(
+            mdtrt_id=mdtrt_id, chrg_bchno=fees_cancel_msg.ALL_BATCHES, psn_no=psn_no
+        )
         await self._timed("2205", c.cancel_fees(region, every))
         await self._timed("2202", c.cancel_registration(region, visit))
 

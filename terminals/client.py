@@ -1,13 +1,16 @@
 """The Python client SDK for HIS and POS integrators.
 
+    from terminals.messages.outpatient import register as register_msg
+
     async with Client(base_url, credentials) as yk:
         await yk.sign_in()
         person = await yk.person_info_by_id_number("510104199001011234")
-        reg = await yk.register(region, tx2201.Data(psn_no=..., insutype="310", ...))
+        reg = await yk.register(region, register_msg.Data(psn_no=..., insutype="310", ...))
         ...
 
 It signs every request (terminals.signing), draws msgids (terminals.msgid), has one
-method per transaction taking its request Structs (terminals.messages.txNNNN), and
+method per transaction taking its request Structs (terminals.messages, one module per
+code named as in engine.txn: 2207's are terminals.messages.outpatient.settle), and
 raises the errors of terminals.errors: `BusinessError` (infcode -1, with the stable
 `ResultCode`), `AuthenticationError` (401), `RequestRejected` (400),
 `ServiceUnavailable` (503, safe to retry later). `call()` sends any transaction's
@@ -48,22 +51,20 @@ from terminals.errors import (
     ServiceUnavailable,
     YikatongError,
 )
-from terminals.messages import (
-    setl,
-    tx1101,
-    tx2201,
-    tx2202,
-    tx2203,
-    tx2204,
-    tx2205,
-    tx2206,
-    tx2207,
-    tx2208,
-    tx2601,
-    tx9001,
-    tx9002,
-    tx9301,
-)
+from terminals.messages import reversal as reversal_msg
+from terminals.messages import setl
+from terminals.messages.card import challenge as challenge_msg
+from terminals.messages.card import person_info as person_info_msg
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees as fees_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import presettle as presettle_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
+from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.session import sign_in as sign_in_msg
+from terminals.messages.session import sign_out as sign_out_msg
 from terminals.msgid import PLATFORM_TZ, MsgIdFactory
 from terminals.results import ResultCode
 from terminals.wire import Request
@@ -84,7 +85,7 @@ __all__ = [
 ]
 
 PATH = "/api/v1/tx"
-FINANCIAL_INFNOS = frozenset({tx2207.INFNO, tx2208.INFNO})
+FINANCIAL_INFNOS = frozenset({settle_msg.INFNO, cancel_msg.INFNO})
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
@@ -198,17 +199,19 @@ class Client:
         body = self.envelope_raw(infno, msgid, wire.lean(request), insuplc_admdvs)
         return await self._send(infno, msgid, body, output_type, state_changing, retries=1)
 
-    async def reverse(self, unknown: OutcomeUnknown) -> tx2601.Output:
+    async def reverse(self, unknown: OutcomeUnknown) -> reversal_msg.Output:
         """2601: undo the request whose answer was lost (DOMAIN.md §2.9). Safe whatever
         happened: a committed original is undone, an original that never arrived is
         refused if it arrives later, and a second reversal answers already_reversed.
         If the reversal itself times out, call reverse() again."""
         original = msgspec.json.decode(unknown.body)
-        data = tx2601.Data(
+        data = reversal_msg.Data(
             psn_no=original["input"]["data"]["psn_no"], omsgid=unknown.msgid, oinfno=unknown.infno
         )
         return await self.call(
-            tx2601.Input(data=data), tx2601.Output, insuplc_admdvs=original["insuplc_admdvs"]
+            reversal_msg.Input(data=data),
+            reversal_msg.Output,
+            insuplc_admdvs=original["insuplc_admdvs"],
         )
 
     async def resend(self, unknown: OutcomeUnknown, output_type: type[T]) -> T:
@@ -254,26 +257,28 @@ class Client:
 
     # -- one method per transaction -----------------------------------------------------
 
-    async def sign_in(self, mac: str = "", ip: str = "") -> tx9001.Output:
-        sign_in = tx9001.SignInData(opter_no=self.credentials.opter, mac=mac, ip=ip)
-        out = await self.call(tx9001.Input(signIn=sign_in), tx9001.Output)
+    async def sign_in(self, mac: str = "", ip: str = "") -> sign_in_msg.Output:
+        sign_in = sign_in_msg.SignInData(opter_no=self.credentials.opter, mac=mac, ip=ip)
+        out = await self.call(sign_in_msg.Input(signIn=sign_in), sign_in_msg.Output)
         self.sign_no = out.signinoutb.sign_no
         return out
 
-    async def sign_out(self) -> tx9002.Output:
-        sign_out = tx9002.SignOutData(sign_no=self.sign_no, opter_no=self.credentials.opter)
-        out = await self.call(tx9002.Input(signOut=sign_out), tx9002.Output)
+    async def sign_out(self) -> sign_out_msg.Output:
+        sign_out = sign_out_msg.SignOutData(sign_no=self.sign_no, opter_no=self.credentials.opter)
+        out = await self.call(sign_out_msg.Input(signOut=sign_out), sign_out_msg.Output)
         self.sign_no = ""
         return out
 
-    async def person_info(self, data: tx1101.Data) -> tx1101.Output:
+    async def person_info(self, data: person_info_msg.Data) -> person_info_msg.Output:
         """1101 by any credential; the methods below build `data` for each."""
-        return await self.call(tx1101.Input(data=data), tx1101.Output, state_changing=False)
+        return await self.call(
+            person_info_msg.Input(data=data), person_info_msg.Output, state_changing=False
+        )
 
-    async def person_info_by_id_number(self, certno: str) -> tx1101.Output:
+    async def person_info_by_id_number(self, certno: str) -> person_info_msg.Output:
         return await self.person_info(
-            tx1101.Data(
-                mdtrt_cert_type=tx1101.CERT_TYPE_ID_NUMBER,
+            person_info_msg.Data(
+                mdtrt_cert_type=person_info_msg.CERT_TYPE_ID_NUMBER,
                 mdtrt_cert_no=certno,
                 psn_cert_type="01",
                 certno=certno,
@@ -285,19 +290,21 @@ class Client:
         card_sn: str,
         ext_process_factor: bytes | None = None,
         ext_challenge: bytes | None = None,
-    ) -> tx9301.Output:
+    ) -> challenge_msg.Output:
         """9301: the engine's single-use challenge (60 s, for this terminal and card)
         and, given the card's two GET CHALLENGE values for EXTERNAL AUTHENTICATE
         (generation 3), the HSM's cryptogram for it. Not re-sent on a lost answer: a
         new call simply gets a new challenge."""
         if (ext_process_factor is None) != (ext_challenge is None):
             raise ValueError("ext_process_factor and ext_challenge go together")
-        data = tx9301.Data(
+        data = challenge_msg.Data(
             card_sn=card_sn,
             ext_process_factor=(ext_process_factor or b"").hex().upper(),
             ext_challenge=(ext_challenge or b"").hex().upper(),
         )
-        return await self.call(tx9301.Input(data=data), tx9301.Output, state_changing=False)
+        return await self.call(
+            challenge_msg.Input(data=data), challenge_msg.Output, state_changing=False
+        )
 
     async def person_info_by_card(
         self,
@@ -309,20 +316,20 @@ class Client:
         *,
         certno: str = "",
         psn_name: str = "",
-    ) -> tx1101.Output:
+    ) -> person_info_msg.Output:
         """1101 by social security card (mdtrt_cert_type 03): the card's INTERNAL
         AUTHENTICATE answer over a 9301 challenge; `certno`/`psn_name` read from EF06
         are checked against the card's holder when given. The challenge is consumed
         by the first attempt, whatever its answer: after a failure or a lost answer
         start again from 9301."""
-        auth = tx1101.CardAuth(
+        auth = person_info_msg.CardAuth(
             challenge=challenge.hex().upper(),
             process_factor=process_factor.hex().upper(),
             cryptogram=cryptogram.hex().upper(),
         )
         return await self.person_info(
-            tx1101.Data(
-                mdtrt_cert_type=tx1101.CERT_TYPE_CARD,
+            person_info_msg.Data(
+                mdtrt_cert_type=person_info_msg.CERT_TYPE_CARD,
                 mdtrt_cert_no=card_no,
                 card_sn=card_sn,
                 psn_cert_type="01" if certno else "",
@@ -332,57 +339,61 @@ class Client:
             )
         )
 
-    async def person_info_by_ecard(self, token_id: str, qr: str) -> tx1101.Output:
+    async def person_info_by_ecard(self, token_id: str, qr: str) -> person_info_msg.Output:
         """1101 by e-card (mdtrt_cert_type 01): `token_id` goes where the national
         ecToken goes (mdtrt_cert_no), the whole QR text in `yk_ecard_qr`. A token is
         single use: the first accepted call burns it."""
-        data = tx1101.Data(
-            mdtrt_cert_type=tx1101.CERT_TYPE_ECARD, mdtrt_cert_no=token_id, yk_ecard_qr=qr
+        data = person_info_msg.Data(
+            mdtrt_cert_type=person_info_msg.CERT_TYPE_ECARD, mdtrt_cert_no=token_id, yk_ecard_qr=qr
         )
         return await self.person_info(data)
 
-    async def register(self, insuplc_admdvs: str, data: tx2201.Data) -> tx2201.Output:
-        request = tx2201.Input(data=data)
-        return await self.call(request, tx2201.Output, insuplc_admdvs=insuplc_admdvs)
+    async def register(self, insuplc_admdvs: str, data: register_msg.Data) -> register_msg.Output:
+        request = register_msg.Input(data=data)
+        return await self.call(request, register_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
-    async def cancel_registration(self, insuplc_admdvs: str, data: tx2202.Data) -> tx2202.Output:
-        request = tx2202.Input(data=data)
-        return await self.call(request, tx2202.Output, insuplc_admdvs=insuplc_admdvs)
+    async def cancel_registration(
+        self, insuplc_admdvs: str, data: unregister_msg.Data
+    ) -> unregister_msg.Output:
+        request = unregister_msg.Input(data=data)
+        return await self.call(request, unregister_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
     async def visit_info(
         self,
         insuplc_admdvs: str,
-        mdtrtinfo: tx2203.MdtrtInfo,
-        diseinfo: Sequence[tx2203.DiseInfo] = (),
-    ) -> tx2203.Output:
-        request = tx2203.Input(mdtrtinfo=mdtrtinfo, diseinfo=list(diseinfo))
-        return await self.call(request, tx2203.Output, insuplc_admdvs=insuplc_admdvs)
+        mdtrtinfo: visit_msg.MdtrtInfo,
+        diseinfo: Sequence[visit_msg.DiseInfo] = (),
+    ) -> visit_msg.Output:
+        request = visit_msg.Input(mdtrtinfo=mdtrtinfo, diseinfo=list(diseinfo))
+        return await self.call(request, visit_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
     async def upload_fees(
-        self, insuplc_admdvs: str, feedetail: Sequence[tx2204.FeeDetail]
-    ) -> tx2204.Output:
-        request = tx2204.Input(feedetail=list(feedetail))
-        return await self.call(request, tx2204.Output, insuplc_admdvs=insuplc_admdvs)
+        self, insuplc_admdvs: str, feedetail: Sequence[fees_msg.FeeDetail]
+    ) -> fees_msg.Output:
+        request = fees_msg.Input(feedetail=list(feedetail))
+        return await self.call(request, fees_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
-    async def cancel_fees(self, insuplc_admdvs: str, data: tx2205.Data) -> tx2205.Output:
-        """2205; `chrg_bchno=tx2205.ALL_BATCHES` cancels every unsettled detail."""
-        request = tx2205.Input(data=data)
-        return await self.call(request, tx2205.Output, insuplc_admdvs=insuplc_admdvs)
+    async def cancel_fees(
+        self, insuplc_admdvs: str, data: fees_cancel_msg.Data
+    ) -> fees_cancel_msg.Output:
+        """2205; `chrg_bchno=fees_cancel_msg.ALL_BATCHES` cancels every unsettled detail."""
+        request = fees_cancel_msg.Input(data=data)
+        return await self.call(request, fees_cancel_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
-    async def pre_settle(self, insuplc_admdvs: str, data: tx2206.Data) -> setl.Output:
+    async def pre_settle(self, insuplc_admdvs: str, data: presettle_msg.Data) -> setl.Output:
         """2206; a 2207 `Data` may be given: its 2207-only fields are not sent."""
-        request = tx2206.Input(data=data)
+        request = presettle_msg.Input(data=data)
         return await self.call(
-            request, tx2206.Output, insuplc_admdvs=insuplc_admdvs, state_changing=False
+            request, presettle_msg.Output, insuplc_admdvs=insuplc_admdvs, state_changing=False
         )
 
-    async def settle(self, insuplc_admdvs: str, data: tx2207.Data) -> setl.Output:
-        request = tx2207.Input(data=data)
-        return await self.call(request, tx2207.Output, insuplc_admdvs=insuplc_admdvs)
+    async def settle(self, insuplc_admdvs: str, data: settle_msg.Data) -> setl.Output:
+        request = settle_msg.Input(data=data)
+        return await self.call(request, settle_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
-    async def cancel_settlement(self, insuplc_admdvs: str, data: tx2208.Data) -> setl.Output:
-        request = tx2208.Input(data=data)
-        return await self.call(request, tx2208.Output, insuplc_admdvs=insuplc_admdvs)
+    async def cancel_settlement(self, insuplc_admdvs: str, data: cancel_msg.Data) -> setl.Output:
+        request = cancel_msg.Input(data=data)
+        return await self.call(request, cancel_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
 
 def yuan(value: decimal.Decimal | int | str) -> decimal.Decimal:

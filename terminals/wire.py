@@ -23,52 +23,50 @@ from typing import Any
 
 import msgspec
 
-from terminals.messages import (
-    tx1101,
-    tx2201,
-    tx2202,
-    tx2203,
-    tx2204,
-    tx2205,
-    tx2206,
-    tx2207,
-    tx2208,
-    tx2601,
-    tx9001,
-    tx9002,
-    tx9301,
-)
+from terminals.messages import reversal as reversal_msg
+from terminals.messages.card import challenge as challenge_msg
+from terminals.messages.card import person_info as person_info_msg
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees as fees_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import presettle as presettle_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
+from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.session import sign_in as sign_in_msg
+from terminals.messages.session import sign_out as sign_out_msg
 
 Request = (
-    tx1101.Input
-    | tx2201.Input
-    | tx2202.Input
-    | tx2203.Input
-    | tx2204.Input
-    | tx2205.Input
-    | tx2206.Input
-    | tx2207.Input
-    | tx2208.Input
-    | tx2601.Input
-    | tx9001.Input
-    | tx9002.Input
-    | tx9301.Input
+    person_info_msg.Input
+    | register_msg.Input
+    | unregister_msg.Input
+    | visit_msg.Input
+    | fees_msg.Input
+    | fees_cancel_msg.Input
+    | presettle_msg.Input
+    | settle_msg.Input
+    | cancel_msg.Input
+    | reversal_msg.Input
+    | sign_in_msg.Input
+    | sign_out_msg.Input
+    | challenge_msg.Input
 )
 
 _MODULES = (
-    tx1101,
-    tx2201,
-    tx2202,
-    tx2203,
-    tx2204,
-    tx2205,
-    tx2206,
-    tx2207,
-    tx2208,
-    tx2601,
-    tx9001,
-    tx9002,
-    tx9301,
+    person_info_msg,
+    register_msg,
+    unregister_msg,
+    visit_msg,
+    fees_msg,
+    fees_cancel_msg,
+    presettle_msg,
+    settle_msg,
+    cancel_msg,
+    reversal_msg,
+    sign_in_msg,
+    sign_out_msg,
+    challenge_msg,
 )
 INFNOS: dict[type[msgspec.Struct], str] = {m.Input: m.INFNO for m in _MODULES}
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from settlement.cards import Insured
 from settlement.money import fen_to_yuan
-from terminals.messages import tx1101
+from terminals.messages.card import person_info as person_info_msg
 
 # 人员类别 (psn_type): national codes vary by region; these are yikatong's [I].
 PSN_TYPE_EMPLOYED = "1101"
@@ -24,8 +24,8 @@ def psn_type_of(insutype: str, retired: bool) -> str:
     return PSN_TYPE_RETIRED if retired else PSN_TYPE_EMPLOYED
 
 
-def base_info(person: Insured, today: dt.date) -> tx1101.BaseInfo:
-    return tx1101.BaseInfo(
+def base_info(person: Insured, today: dt.date) -> person_info_msg.BaseInfo:
+    return person_info_msg.BaseInfo(
         psn_no=person.psn_no,
         psn_cert_type=person.psn_cert_type,
         certno=person.certno,
@@ -37,8 +37,8 @@ def base_info(person: Insured, today: dt.date) -> tx1101.BaseInfo:
     )
 
 
-def insu_info(person: Insured) -> tx1101.InsuInfo:
-    return tx1101.InsuInfo(
+def insu_info(person: Insured) -> person_info_msg.InsuInfo:
+    return person_info_msg.InsuInfo(
         balc=fen_to_yuan(person.acct_balance_fen),
         insutype=person.insutype,
         psn_type=psn_type_of(person.insutype, person.retired),

@@ -4,7 +4,7 @@ its msgid (DOMAIN.md §2.9). A 2207 that committed is cancelled exactly as 2208 
 refused rather than answered with the stale settlement; a msgid that never arrived gets
 a tombstone in the idempotency log, so the late original is refused. Reversing twice
 answers `already_reversed` (idempotent from the institution's view). Which codes can be
-reversed is the wire's list (terminals.messages.tx2601), checked before any I/O."""
+reversed is the wire's list (terminals.messages.reversal), checked before any I/O."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from settlement.cancellation import (
     decide_reversal,
 )
 from settlement.refusals import Refusal, Refused
-from terminals.messages import tx2601
+from terminals.messages import reversal as reversal_msg
 
-INFNO = tx2601.INFNO
+INFNO = reversal_msg.INFNO
 
 
 class Reverse(Flow[ReversalRequest, ReversalLoad, ReversalDecision]):
@@ -31,9 +31,9 @@ class Reverse(Flow[ReversalRequest, ReversalLoad, ReversalDecision]):
     load_type = ReversalLoad
 
     def request(self, ctx: TxContext, inp: Any) -> ReversalRequest | Refused:
-        data: tx2601.Data = inp.data
-        if data.oinfno not in tx2601.REVERSIBLE:
-            if data.oinfno in tx2601.NATIONALLY_REVERSIBLE:
+        data: reversal_msg.Data = inp.data
+        if data.oinfno not in reversal_msg.REVERSIBLE:
+            if data.oinfno in reversal_msg.NATIONALLY_REVERSIBLE:
                 return Refused(
                     Refusal.reversal_not_supported,
                     f"input.data.oinfno: reversing {data.oinfno} is not supported yet",
@@ -63,9 +63,9 @@ class Reverse(Flow[ReversalRequest, ReversalLoad, ReversalDecision]):
 
     def output(
         self, ctx: TxContext, req: ReversalRequest, load: ReversalLoad, d: ReversalDecision
-    ) -> tx2601.Output:
-        return tx2601.Output(
-            data=tx2601.ReversalOut(
+    ) -> reversal_msg.Output:
+        return reversal_msg.Output(
+            data=reversal_msg.ReversalOut(
                 omsgid=req.omsgid, oinfno=req.oinfno, rslt=d.result.value, setl_id=d.setl_id
             )
         )
@@ -76,7 +76,7 @@ class Reverse(Flow[ReversalRequest, ReversalLoad, ReversalDecision]):
         req: ReversalRequest,
         load: ReversalLoad,
         d: ReversalDecision,
-        output: tx2601.Output,
+        output: reversal_msg.Output,
     ) -> dict[str, Any]:
         return {
             "reversal": {

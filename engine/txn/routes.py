@@ -21,70 +21,85 @@ from engine.txn.outpatient import (
 )
 from engine.txn.session import sign_in, sign_out
 from engine.txn.spec import TxSpec
-from terminals.messages import (
-    tx1101,
-    tx2201,
-    tx2202,
-    tx2203,
-    tx2204,
-    tx2205,
-    tx2206,
-    tx2207,
-    tx2208,
-    tx2601,
-    tx9001,
-    tx9002,
-    tx9301,
-)
+from terminals.messages import reversal as reversal_msg
+from terminals.messages.card import challenge as challenge_msg
+from terminals.messages.card import person_info as person_info_msg
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees as fees_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import presettle as presettle_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
+from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.session import sign_in as sign_in_msg
+from terminals.messages.session import sign_out as sign_out_msg
 
 _FLOWS = (
     TxSpec(
-        tx2201.INFNO, tx2201.NAME, tx2201.Input, tx2201.Output, True,
+        register_msg.INFNO, register_msg.NAME,
+        register_msg.Input, register_msg.Output, True,
         flow=register.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2202.INFNO, tx2202.NAME, tx2202.Input, tx2202.Output, True,
+        unregister_msg.INFNO, unregister_msg.NAME,
+        unregister_msg.Input, unregister_msg.Output, True,
         flow=unregister.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2203.INFNO, tx2203.NAME, tx2203.Input, tx2203.Output, True,
+        visit_msg.INFNO, visit_msg.NAME,
+        visit_msg.Input, visit_msg.Output, True,
         flow=visit.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2204.INFNO, tx2204.NAME, tx2204.Input, tx2204.Output, True,
+        fees_msg.INFNO, fees_msg.NAME,
+        fees_msg.Input, fees_msg.Output, True,
         flow=fees.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2205.INFNO, tx2205.NAME, tx2205.Input, tx2205.Output, True,
+        fees_cancel_msg.INFNO, fees_cancel_msg.NAME,
+        fees_cancel_msg.Input, fees_cancel_msg.Output, True,
         flow=fees_cancel.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2206.INFNO, tx2206.NAME, tx2206.Input, tx2206.Output, False,
+        presettle_msg.INFNO, presettle_msg.NAME,
+        presettle_msg.Input, presettle_msg.Output, False,
         flow=presettle.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2207.INFNO, tx2207.NAME, tx2207.Input, tx2207.Output, True,
+        settle_msg.INFNO, settle_msg.NAME,
+        settle_msg.Input, settle_msg.Output, True,
         flow=settle.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2208.INFNO, tx2208.NAME, tx2208.Input, tx2208.Output, True,
+        cancel_msg.INFNO, cancel_msg.NAME,
+        cancel_msg.Input, cancel_msg.Output, True,
         flow=cancel.FLOW, names_person=True,
     ),
     TxSpec(
-        tx2601.INFNO, tx2601.NAME, tx2601.Input, tx2601.Output, True,
+        reversal_msg.INFNO, reversal_msg.NAME,
+        reversal_msg.Input, reversal_msg.Output, True,
         flow=reversal.FLOW, names_person=True,
     ),
     TxSpec(
-        tx9001.INFNO, tx9001.NAME, tx9001.Input, tx9001.Output, True, flow=sign_in.FLOW,
+        sign_in_msg.INFNO, sign_in_msg.NAME,
+        sign_in_msg.Input, sign_in_msg.Output, True,
+        flow=sign_in.FLOW,
     ),
     TxSpec(
-        tx9002.INFNO, tx9002.NAME, tx9002.Input, tx9002.Output, True, flow=sign_out.FLOW,
+        sign_out_msg.INFNO, sign_out_msg.NAME,
+        sign_out_msg.Input, sign_out_msg.Output, True,
+        flow=sign_out.FLOW,
     ),
     TxSpec(
-        tx9301.INFNO, tx9301.NAME, tx9301.Input, tx9301.Output, True, flow=challenge.FLOW,
+        challenge_msg.INFNO, challenge_msg.NAME,
+        challenge_msg.Input, challenge_msg.Output, True,
+        flow=challenge.FLOW,
     ),
     TxSpec(
-        tx1101.INFNO, tx1101.NAME, tx1101.Input, tx1101.Output, True, flow=person_info.FLOW,
+        person_info_msg.INFNO, person_info_msg.NAME,
+        person_info_msg.Input, person_info_msg.Output, True,
+        flow=person_info.FLOW,
     ),
 )  # fmt: skip
 

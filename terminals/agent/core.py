@@ -34,7 +34,7 @@ from card.reader import Reader
 from card.ssse import CardAlgorithm, CardBasics, CardError, CardHolder, CardSession
 from terminals.client import Client
 from terminals.errors import BusinessError, ServiceUnavailable, YikatongError
-from terminals.messages import tx1101
+from terminals.messages.card import person_info as person_info_msg
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ class CardRead:
 class Identified:
     basics: CardBasics
     holder: CardHolder
-    person: tx1101.Output
+    person: person_info_msg.Output
     pin_verified: bool
     elapsed_ms: float
 

@@ -11,7 +11,11 @@ import msgspec
 from simulators.population import Person
 from terminals.checks import identity_failures
 from terminals.client import Client, yuan
-from terminals.messages import setl, tx2201, tx2203, tx2204, tx2207
+from terminals.messages import setl
+from terminals.messages.outpatient import fees as fees_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import visit as visit_msg
 
 NOW = "2026-11-29 09:30:00"
 
@@ -24,8 +28,8 @@ class Visit:
     ipt_otp_no: str
     total: decimal.Decimal
 
-    def settle_data(self, **overrides: Any) -> tx2207.Data:
-        data = tx2207.Data(
+    def settle_data(self, **overrides: Any) -> settle_msg.Data:
+        data = settle_msg.Data(
             psn_no=self.person.psn_no,
             mdtrt_cert_type="02",
             mdtrt_cert_no=self.person.certno,
@@ -43,9 +47,9 @@ _counter = 0
 
 def fee_line(
     n: int, visit_id: str, psn_no: str, code: str, pric: str, cnt: str = "1"
-) -> tx2204.FeeDetail:
+) -> fees_msg.FeeDetail:
     p, c = decimal.Decimal(pric), decimal.Decimal(cnt)
-    return tx2204.FeeDetail(
+    return fees_msg.FeeDetail(
         feedetl_sn=f"{n:04d}",
         mdtrt_id=visit_id,
         psn_no=psn_no,
@@ -59,9 +63,9 @@ def fee_line(
     )
 
 
-def registration(person: Person, ipt_otp_no: str) -> tx2201.Data:
+def registration(person: Person, ipt_otp_no: str) -> register_msg.Data:
     """2201 data for `person` by ID number at NOW."""
-    return tx2201.Data(
+    return register_msg.Data(
         psn_no=person.psn_no,
         insutype=person.insutype,
         begntime=NOW,
@@ -71,10 +75,10 @@ def registration(person: Person, ipt_otp_no: str) -> tx2201.Data:
     )
 
 
-def visit_info(mdtrt_id: str, psn_no: str) -> tuple[tx2203.MdtrtInfo, list[tx2203.DiseInfo]]:
+def visit_info(mdtrt_id: str, psn_no: str) -> tuple[visit_msg.MdtrtInfo, list[visit_msg.DiseInfo]]:
     """2203 for a general outpatient visit (11) with one main diagnosis."""
-    info = tx2203.MdtrtInfo(mdtrt_id=mdtrt_id, psn_no=psn_no, med_type="11", begntime=NOW)
-    diagnosis = tx2203.DiseInfo(
+    info = visit_msg.MdtrtInfo(mdtrt_id=mdtrt_id, psn_no=psn_no, med_type="11", begntime=NOW)
+    diagnosis = visit_msg.DiseInfo(
         diag_type="1",
         diag_srt_no=1,
         diag_code="J06.900",
@@ -109,6 +113,6 @@ def assert_identities(info: setl.SetlInfo) -> None:
     assert identity_failures(info) == []
 
 
-def valid_line(visit: Visit) -> tx2204.FeeDetail:
+def valid_line(visit: Visit) -> fees_msg.FeeDetail:
     """One valid 甲 line of 100.00 for `visit`, to be broken by a test."""
     return fee_line(1, visit.mdtrt_id, visit.person.psn_no, "TJIA0001", "100.00")

@@ -24,7 +24,8 @@ from hsm.cardauth import external_auth_cryptogram, internal_auth_cryptogram
 from simulators.card.keys import CardKeys, IssuerMasters, card_keys, clone_keys
 from simulators.population import Card, Person
 from terminals.client import BusinessError, Client
-from terminals.messages import tx1101, tx9301
+from terminals.messages.card import challenge as challenge_msg
+from terminals.messages.card import person_info as person_info_msg
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
 from tests.support import hsm_env, http_get
@@ -72,7 +73,7 @@ async def present(
     card_no: str | None = None,
     certno: str | None = None,
     psn_name: str | None = None,
-) -> tx1101.Output:
+) -> person_info_msg.Output:
     """What the card agent does: 9301 (unless a challenge is given), INTERNAL
     AUTHENTICATE with the card's key, 1101 by card with EF06's certno and name."""
     if challenge is None:
@@ -148,8 +149,10 @@ async def test_9301_ext_cryptogram_is_the_cards_external_auth_answer(
         assert len(issued.challenge) == 16
     with pytest.raises(ValueError, match="go together"):
         await his.card_challenge(card.card_sn, ext_pf, None)
-    half = tx9301.Data(card_sn=card.card_sn, ext_challenge=ext_challenge.hex())
-    err = await refused(his.call(tx9301.Input(data=half), tx9301.Output, state_changing=False))
+    half = challenge_msg.Data(card_sn=card.card_sn, ext_challenge=ext_challenge.hex())
+    err = await refused(
+        his.call(challenge_msg.Input(data=half), challenge_msg.Output, state_changing=False)
+    )
     assert err.code is ResultCode.field_invalid
 
 
@@ -260,12 +263,18 @@ async def test_unknown_card_and_missing_auth_data_are_refused(his: Client, cards
         his.person_info_by_card(card.card_no, unknown, challenge, bytes(8), bytes(8))
     )
     assert err.code is ResultCode.card_unknown
-    data = tx1101.Data(mdtrt_cert_type="03", mdtrt_cert_no=card.card_no, card_sn=card.card_sn)
+    data = person_info_msg.Data(
+        mdtrt_cert_type="03", mdtrt_cert_no=card.card_no, card_sn=card.card_sn
+    )
     err = await refused(his.person_info(data))
     assert err.code is ResultCode.auth_data_missing
     assert err.err_msg.startswith("input.data.yk_card_auth")
-    auth = tx1101.CardAuth(challenge=challenge.hex(), process_factor="00" * 8, cryptogram="00" * 8)
-    as_id = tx1101.Data(mdtrt_cert_type="02", mdtrt_cert_no=person.certno, yk_card_auth=auth)
+    auth = person_info_msg.CardAuth(
+        challenge=challenge.hex(), process_factor="00" * 8, cryptogram="00" * 8
+    )
+    as_id = person_info_msg.Data(
+        mdtrt_cert_type="02", mdtrt_cert_no=person.certno, yk_card_auth=auth
+    )
     err = await refused(his.person_info(as_id))
     assert err.code is ResultCode.field_invalid
     # None of these touched the challenge: it still authenticates the card.

@@ -46,7 +46,9 @@ from engine.ledger_check import check
 from terminals import signing
 from terminals.client import PATH, Client, OutcomeUnknown, ServiceUnavailable
 from terminals.envelope import Answer
-from terminals.messages import setl, tx2207, tx2208
+from terminals.messages import setl
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import settle as settle_msg
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment, deployed
 from tests.e2e.helpers import Visit, fen, open_visit
@@ -407,7 +409,7 @@ async def test_2207_cut_before_the_msgid_claim_is_503_changes_nothing_and_settle
     assert await footprint(d, his, req.msgid, visit) == before
     assert_ready(d)
 
-    out = await his.resend(req.lost(), tx2207.Output)
+    out = await his.resend(req.lost(), settle_msg.Output)
     assert out.setlinfo.setl_id
     await assert_settled_once(d, his, req, visit, before, out)
     await assert_stored_answer(d, his, req)
@@ -436,7 +438,7 @@ async def test_2207_cut_right_after_the_msgid_claim_is_all_or_nothing_and_settle
         assert (now["tx_log"], now["settled"], now["settle_entries"]) == (1, 1, 1), now
     assert_ready(d)
 
-    out = await his.resend(req.lost(), tx2207.Output)
+    out = await his.resend(req.lost(), settle_msg.Output)
     await assert_settled_once(d, his, req, visit, before, out)
     await assert_stored_answer(d, his, req)
 
@@ -463,12 +465,12 @@ async def test_sdk_raises_service_unavailable_and_a_new_settle_settles_once(
     before = await footprint(d, his, req.msgid, visit)
     cut = proxy.arm(Cut.before(COMMIT))
     with pytest.raises(ServiceUnavailable):
-        await his.resend(req.lost(), tx2207.Output)  # the SDK's send and decode path
+        await his.resend(req.lost(), settle_msg.Output)  # the SDK's send and decode path
     assert cut.fired.is_set() and cut.in_transaction
     assert await footprint(d, his, req.msgid, visit) == before
     assert_ready(d)
     retry = await request(his, "2207", settle_data(visit), visit.region)
-    out = await his.resend(retry.lost(), tx2207.Output)
+    out = await his.resend(retry.lost(), settle_msg.Output)
     await assert_settled_once(d, his, retry, visit, before, out)
 
 
@@ -484,7 +486,7 @@ async def test_2207_while_the_database_is_unreachable_is_503_and_ready_again_aft
         assert status == 503
     assert await footprint(d, his, req.msgid, visit) == before
     await wait_ready(d)
-    out = await his.resend(req.lost(), tx2207.Output)
+    out = await his.resend(req.lost(), settle_msg.Output)
     await assert_settled_once(d, his, req, visit, before, out)
 
 
@@ -495,13 +497,13 @@ async def test_2207_whose_commit_was_sent_is_not_reported_as_nothing_happened(
     before = await footprint(d, his, req.msgid, visit)
     cut = proxy.arm(Cut.after(COMMIT))
     try:
-        out = await his.resend(req.lost(), tx2207.Output)
+        out = await his.resend(req.lost(), settle_msg.Output)
     except ServiceUnavailable:
         await server_done(d)
         committed = await footprint(d, his, req.msgid, visit)
         assert committed == before, "ServiceUnavailable, yet the 2207 committed"
     except OutcomeUnknown:
-        out = await his.resend(req.lost(), tx2207.Output)
+        out = await his.resend(req.lost(), settle_msg.Output)
     assert cut.fired.is_set() and not cut.in_transaction
     await assert_settled_once(d, his, req, visit, before, out)
 
@@ -539,7 +541,7 @@ async def test_2208_cut_around_its_claim_and_commit_is_503_unchanged_and_cancels
         assert await footprint(d, his, req.msgid, visit) == before, cut.description
         assert_ready(d)
 
-    out = await his.resend(req.lost(), tx2208.Output)
+    out = await his.resend(req.lost(), cancel_msg.Output)
     await assert_cancelled_once(d, his, req, visit, before, out)
     await assert_stored_answer(d, his, req)
     await assert_cancelled_once(d, his, req, visit, before, out)

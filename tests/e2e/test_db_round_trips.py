@@ -33,7 +33,10 @@ from engine.txn.routes import build_routes
 from simulators.population import Person
 from terminals import signing
 from terminals.client import PATH, BusinessError, Client, OutcomeUnknown
-from terminals.messages import tx2202, tx2205, tx2207, tx2208
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
 from tests.e2e.conftest import Deployment, deployed
 from tests.e2e.helpers import fee_line, registration, visit_info
 from tests.pg_wire import RoundTripProxy
@@ -116,8 +119,8 @@ def behind_proxy(
         yield d, proxy
 
 
-def settlement(person: Person, mdtrt_id: str, medfee_sumamt: str) -> tx2207.Data:
-    return tx2207.Data(
+def settlement(person: Person, mdtrt_id: str, medfee_sumamt: str) -> settle_msg.Data:
+    return settle_msg.Data(
         psn_no=person.psn_no,
         mdtrt_cert_type="02",
         mdtrt_cert_no=person.certno,
@@ -146,13 +149,15 @@ async def outpatient_visit(c: Client, d: Deployment, wire: Wire, n: int) -> None
     await wire("2206", c.pre_settle(region, data))
     out = await wire("2207", c.settle(region, data))
     setl_id = out.setlinfo.setl_id or ""
-    cancel = tx2208.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=person.psn_no)
+    cancel = cancel_msg.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=person.psn_no)
     await wire("2208", c.cancel_settlement(region, cancel))
-    every = tx2205.Data(mdtrt_id=mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=person.psn_no)
+    every = fees_cancel_msg.Data(
+        mdtrt_id=mdtrt_id, chrg_bchno=fees_cancel_msg.ALL_BATCHES, psn_no=person.psn_no
+    )
     await wire("2205", c.cancel_fees(region, every))
     with pytest.raises(BusinessError):  # nothing left to settle
         await wire("2207", c.settle(region, data))
-    unreg = tx2202.Data(psn_no=person.psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=ipt_otp_no)
+    unreg = unregister_msg.Data(psn_no=person.psn_no, mdtrt_id=mdtrt_id, ipt_otp_no=ipt_otp_no)
     await wire("2202", c.cancel_registration(region, unreg))
 
 
@@ -167,7 +172,7 @@ async def reversed_settlement(c: Client, d: Deployment, wire: Wire, n: int) -> N
     await wire("2204", c.upload_fees(region, [line]))
     data = settlement(person, mdtrt_id, "100.00")
     msgid = await c.msgids.next()
-    body = c.envelope(msgid, tx2207.Input(data=data), region)
+    body = c.envelope(msgid, settle_msg.Input(data=data), region)
     status, _ = await wire("2207", c.post(body))
     assert status == 200
     out = await wire("2601", c.reverse(OutcomeUnknown("2207", msgid, body, TimeoutError())))

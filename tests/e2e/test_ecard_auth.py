@@ -20,7 +20,7 @@ from hsm.soft_admin import demo_hierarchy
 from simulators.ecard import EcardPlatform, platform_from_env
 from simulators.population import Person
 from terminals.client import BusinessError, Client
-from terminals.messages import tx1101
+from terminals.messages.card import person_info as person_info_msg
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
 from tests.support import hsm_env, http_get
@@ -150,13 +150,15 @@ async def test_malformed_or_missing_qr_is_refused(
         err = await refused(his.person_info_by_ecard(issued.token_id, qr))
         assert err.code is ResultCode.ecard_token_malformed, qr
         assert err.err_msg.startswith("input.data.yk_ecard_qr: ")
-    data = tx1101.Data(mdtrt_cert_type="01", mdtrt_cert_no=issued.token_id)
+    data = person_info_msg.Data(mdtrt_cert_type="01", mdtrt_cert_no=issued.token_id)
     err = await refused(his.person_info(data))
     assert err.code is ResultCode.auth_data_missing
     over_long = msgspec.structs.replace(data, yk_ecard_qr="A" * 513)  # the engine checks it
     err = await refused(his.person_info(over_long))
     assert err.code is ResultCode.field_invalid
-    as_card = tx1101.Data(mdtrt_cert_type="03", mdtrt_cert_no="S00000001", yk_ecard_qr=issued.qr)
+    as_card = person_info_msg.Data(
+        mdtrt_cert_type="03", mdtrt_cert_no="S00000001", yk_ecard_qr=issued.qr
+    )
     err = await refused(his.person_info(as_card))
     assert err.code is ResultCode.field_invalid
 

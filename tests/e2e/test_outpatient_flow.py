@@ -10,7 +10,11 @@ import decimal
 import pytest
 
 from terminals.client import BusinessError, Client, yuan
-from terminals.messages import tx2201, tx2202, tx2205, tx2207, tx2208
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import Visit, assert_identities, fen, open_visit
@@ -29,8 +33,10 @@ async def postings_count(d: Deployment) -> object:
     return await d.fetchval("SELECT count(*) FROM postings")
 
 
-def cancellation(visit: Visit, setl_id: str | None) -> tx2208.Data:
-    return tx2208.Data(setl_id=setl_id or "", mdtrt_id=visit.mdtrt_id, psn_no=visit.person.psn_no)
+def cancellation(visit: Visit, setl_id: str | None) -> cancel_msg.Data:
+    return cancel_msg.Data(
+        setl_id=setl_id or "", mdtrt_id=visit.mdtrt_id, psn_no=visit.person.psn_no
+    )
 
 
 async def test_full_flow_settles_to_the_fen_and_cancel_restores_everything(
@@ -91,7 +97,7 @@ async def test_identical_repeat_returns_the_stored_answer_and_posts_nothing(
         await c.sign_in()
         visit = await open_visit(c, deployment.person(), KNOWN_VISIT[:2])
         msgid = await c.msgids.next()
-        body = c.envelope(msgid, tx2207.Input(data=visit.settle_data()), visit.region)
+        body = c.envelope(msgid, settle_msg.Input(data=visit.settle_data()), visit.region)
         first = await c.post(body)
         before = await postings_count(deployment)
         second = await c.post(body)  # new nonce and timestamp, same msgid and body
@@ -99,7 +105,7 @@ async def test_identical_repeat_returns_the_stored_answer_and_posts_nothing(
         assert await postings_count(deployment) == before
 
         changed = c.envelope(
-            msgid, tx2207.Input(data=visit.settle_data(acct_used_flag="0")), visit.region
+            msgid, settle_msg.Input(data=visit.settle_data(acct_used_flag="0")), visit.region
         )
         status, raw = await c.post(changed)
         assert status == 200
@@ -141,14 +147,14 @@ async def test_settle_after_cancel(deployment: Deployment) -> None:
         assert err.value.code is ResultCode.visit_already_settled
 
         await c.cancel_settlement(visit.region, cancellation(visit, again.setlinfo.setl_id))
-        every = tx2205.Data(
-            mdtrt_id=visit.mdtrt_id, chrg_bchno=tx2205.ALL_BATCHES, psn_no=person.psn_no
+        every = fees_cancel_msg.Data(
+            mdtrt_id=visit.mdtrt_id, chrg_bchno=fees_cancel_msg.ALL_BATCHES, psn_no=person.psn_no
         )
         await c.cancel_fees(visit.region, every)
         with pytest.raises(BusinessError) as err:
             await c.settle(visit.region, visit.settle_data())
         assert err.value.code is ResultCode.fee_details_none_unsettled
-        unreg = tx2202.Data(
+        unreg = unregister_msg.Data(
             psn_no=person.psn_no, mdtrt_id=visit.mdtrt_id, ipt_otp_no=visit.ipt_otp_no
         )
         await c.cancel_registration(visit.region, unreg)
@@ -165,7 +171,7 @@ async def test_unknown_person_is_refused(deployment: Deployment, his: Client) ->
     with pytest.raises(BusinessError) as err:
         await his.register(
             "510100",
-            tx2201.Data(
+            register_msg.Data(
                 psn_no="510100999999999999",
                 insutype="310",
                 begntime="2026-11-29 09:00:00",

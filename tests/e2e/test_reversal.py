@@ -9,7 +9,9 @@ import msgspec
 import pytest
 
 from terminals.client import BusinessError, Client, OutcomeUnknown
-from terminals.messages import setl, tx2207, tx2208
+from terminals.messages import setl
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import settle as settle_msg
 from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import open_visit
@@ -66,7 +68,7 @@ async def test_reversal_before_the_original_arrives_refuses_the_late_original(
         person = deployment.person()
         visit = await open_visit(c, person, [("TJIA0001", "100.00", "1")])
         msgid = await c.msgids.next()
-        body = c.envelope(msgid, tx2207.Input(data=visit.settle_data()), visit.region)
+        body = c.envelope(msgid, settle_msg.Input(data=visit.settle_data()), visit.region)
         never_sent = OutcomeUnknown("2207", msgid, body, TimeoutError())
         out = await c.reverse(never_sent)
         assert (out.data.rslt, out.data.setl_id) == ("tombstoned", None)
@@ -110,7 +112,7 @@ async def test_reversal_after_a_2208_refunds_nothing_twice(deployment: Deploymen
         info = settled.setlinfo
         await c.cancel_settlement(
             msgspec.json.decode(lost.body)["insuplc_admdvs"],
-            tx2208.Data(setl_id=info.setl_id or "", mdtrt_id=mdtrt_id, psn_no=info.psn_no),
+            cancel_msg.Data(setl_id=info.setl_id or "", mdtrt_id=mdtrt_id, psn_no=info.psn_no),
         )
         out = await c.reverse(lost)
         assert (out.data.rslt, out.data.setl_id) == ("already_reversed", info.setl_id)

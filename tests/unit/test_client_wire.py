@@ -19,20 +19,18 @@ import pytest
 from terminals import wire
 from terminals.client import Client, Credentials, MsgIdFactory, OutcomeUnknown
 from terminals.envelope import Envelope
-from terminals.messages import (
-    tx1101,
-    tx2201,
-    tx2202,
-    tx2203,
-    tx2204,
-    tx2205,
-    tx2206,
-    tx2207,
-    tx2208,
-    tx9001,
-    tx9002,
-    tx9301,
-)
+from terminals.messages.card import challenge as challenge_msg
+from terminals.messages.card import person_info as person_info_msg
+from terminals.messages.outpatient import cancel as cancel_msg
+from terminals.messages.outpatient import fees as fees_msg
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
+from terminals.messages.outpatient import presettle as presettle_msg
+from terminals.messages.outpatient import register as register_msg
+from terminals.messages.outpatient import settle as settle_msg
+from terminals.messages.outpatient import unregister as unregister_msg
+from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.session import sign_in as sign_in_msg
+from terminals.messages.session import sign_out as sign_out_msg
 
 NOW_S = 1_795_000_000.0
 NOW = "2026-11-29 09:30:00"
@@ -82,7 +80,7 @@ def sent_input(body: bytes, input_type: type[T]) -> T:
     return msgspec.json.decode(msgspec.json.decode(body, type=Envelope).input, type=input_type)
 
 
-def fee_lines() -> tuple[list[tx2204.FeeDetail], list[dict[str, Any]]]:
+def fee_lines() -> tuple[list[fees_msg.FeeDetail], list[dict[str, Any]]]:
     """Five lines the way the HIS simulator builds them, as Structs and as the dicts
     the old SDK took."""
     structs, dicts = [], []
@@ -109,7 +107,7 @@ def fee_lines() -> tuple[list[tx2204.FeeDetail], list[dict[str, Any]]]:
             "bilg_dept_name": "内科",
         }
         dicts.append(line)
-        structs.append(tx2204.FeeDetail(**line))
+        structs.append(fees_msg.FeeDetail(**line))
     return structs, dicts
 
 
@@ -148,25 +146,30 @@ Call = Callable[[Client], Awaitable[object]]
 SAME_BYTES: list[tuple[str, Call, str, dict[str, Any]]] = [
     (
         "2201",
-        lambda c: c.register(REGION, tx2201.Data(**REGISTER)),
+        lambda c: c.register(REGION, register_msg.Data(**REGISTER)),
         "2201",
         {"data": REGISTER},
     ),
     (
         "2203",
         lambda c: c.visit_info(
-            REGION, tx2203.MdtrtInfo(**MDTRTINFO), [tx2203.DiseInfo(**DISEINFO)]
+            REGION, visit_msg.MdtrtInfo(**MDTRTINFO), [visit_msg.DiseInfo(**DISEINFO)]
         ),
         "2203",
         {"mdtrtinfo": MDTRTINFO, "diseinfo": [DISEINFO]},
     ),
     ("2204", lambda c: c.upload_fees(REGION, LINES), "2204", {"feedetail": LINE_DICTS}),
-    ("2206", lambda c: c.pre_settle(REGION, tx2206.Data(**SETTLE)), "2206", {"data": SETTLE}),
-    ("2207", lambda c: c.settle(REGION, tx2207.Data(**SETTLE)), "2207", {"data": SETTLE}),
+    (
+        "2206",
+        lambda c: c.pre_settle(REGION, presettle_msg.Data(**SETTLE)),
+        "2206",
+        {"data": SETTLE},
+    ),
+    ("2207", lambda c: c.settle(REGION, settle_msg.Data(**SETTLE)), "2207", {"data": SETTLE}),
     (
         "2208",
         lambda c: c.cancel_settlement(
-            REGION, tx2208.Data(setl_id="ST1", mdtrt_id=MDTRT, psn_no=PSN)
+            REGION, cancel_msg.Data(setl_id="ST1", mdtrt_id=MDTRT, psn_no=PSN)
         ),
         "2208",
         {"data": {"setl_id": "ST1", "mdtrt_id": MDTRT, "psn_no": PSN}},
@@ -174,7 +177,10 @@ SAME_BYTES: list[tuple[str, Call, str, dict[str, Any]]] = [
     (
         "2205",
         lambda c: c.cancel_fees(
-            REGION, tx2205.Data(mdtrt_id=MDTRT, chrg_bchno=tx2205.ALL_BATCHES, psn_no=PSN)
+            REGION,
+            fees_cancel_msg.Data(
+                mdtrt_id=MDTRT, chrg_bchno=fees_cancel_msg.ALL_BATCHES, psn_no=PSN
+            ),
         ),
         "2205",
         {"data": {"mdtrt_id": MDTRT, "chrg_bchno": "0000", "psn_no": PSN}},
@@ -182,7 +188,7 @@ SAME_BYTES: list[tuple[str, Call, str, dict[str, Any]]] = [
     (
         "2202",
         lambda c: c.cancel_registration(
-            REGION, tx2202.Data(psn_no=PSN, mdtrt_id=MDTRT, ipt_otp_no="MZ00000001")
+            REGION, unregister_msg.Data(psn_no=PSN, mdtrt_id=MDTRT, ipt_otp_no="MZ00000001")
         ),
         "2202",
         {"data": {"psn_no": PSN, "mdtrt_id": MDTRT, "ipt_otp_no": "MZ00000001"}},
@@ -246,7 +252,7 @@ async def test_money_goes_as_json_numbers_with_the_decimals_places() -> None:
         b'"det_item_fee_sumamt":0.05,"cnt":5,"pric":0.01',
     ):
         assert fragment in body
-    body, _ = await sent_by(c, c.settle(REGION, tx2207.Data(**SETTLE)))
+    body, _ = await sent_by(c, c.settle(REGION, settle_msg.Data(**SETTLE)))
     assert b'"medfee_sumamt":1813.91,' in body
 
 
@@ -271,11 +277,11 @@ async def test_a_default_the_old_dicts_spelled_out_is_left_out_and_decodes_the_s
         return c.person_info_by_card("S00000001", "AB" * 16, *auth, certno=CERT, psn_name="张三")
 
     cases: list[tuple[Call, type[msgspec.Struct], dict[str, Any]]] = [
-        (lambda c: c.settle(REGION, tx2207.Data(**settle)), tx2207.Input, {"data": settle}),
-        (card_call, tx1101.Input, {"data": card_data}),
+        (lambda c: c.settle(REGION, settle_msg.Data(**settle)), settle_msg.Input, {"data": settle}),
+        (card_call, person_info_msg.Input, {"data": card_data}),
         (
             lambda c: c.sign_in(),
-            tx9001.Input,
+            sign_in_msg.Input,
             {"signIn": {"opter_no": "OP001", "mac": "", "ip": ""}},
         ),
     ]
@@ -290,7 +296,7 @@ async def test_a_default_the_old_dicts_spelled_out_is_left_out_and_decodes_the_s
 
 
 async def test_every_field_set_is_sent_and_decodes_to_the_same_request() -> None:
-    data = tx2207.Data(
+    data = settle_msg.Data(
         **SETTLE,
         chrg_bchno="B001",
         invono="INV0001",
@@ -301,21 +307,23 @@ async def test_every_field_set_is_sent_and_decodes_to_the_same_request() -> None
     )
     c = Recording()
     body, _ = await sent_by(c, c.settle(REGION, data))
-    assert sent_input(body, tx2207.Input) == tx2207.Input(data=data)
+    assert sent_input(body, settle_msg.Input) == settle_msg.Input(data=data)
     assert b'"invono":"INV0001","fulamt_ownpay_amt":50.00' in body
 
 
 async def test_pre_settle_of_a_2207_data_sends_only_the_2206_fields() -> None:
     """2206 refuses unknown fields, and a HIS pre-settles the data it will settle."""
     c = Recording()
-    data = tx2207.Data(**SETTLE, invono="INV0001", inscp_scp_amt=D("1.00"))
+    data = settle_msg.Data(**SETTLE, invono="INV0001", inscp_scp_amt=D("1.00"))
     body, _ = await sent_by(c, c.pre_settle(REGION, data))
-    assert sent_input(body, tx2206.Input) == tx2206.Input(data=tx2206.Data(**SETTLE))
+    assert sent_input(body, presettle_msg.Input) == presettle_msg.Input(
+        data=presettle_msg.Data(**SETTLE)
+    )
 
 
 async def test_reverse_takes_psn_no_and_region_from_the_original_body() -> None:
     c = Recording()
-    body, msgid = await sent_by(c, c.settle(REGION, tx2207.Data(**SETTLE)))
+    body, msgid = await sent_by(c, c.settle(REGION, settle_msg.Data(**SETTLE)))
     reversal, _ = await sent_by(c, c.reverse(OutcomeUnknown("2207", msgid, body, TimeoutError())))
     sent = msgspec.json.decode(reversal)
     assert (sent["infno"], sent["insuplc_admdvs"]) == ("2601", REGION)
@@ -337,26 +345,29 @@ async def test_the_raw_path_sends_what_it_is_given() -> None:
 
 async def test_typos_and_wrong_types_are_refused_before_anything_is_sent() -> None:
     with pytest.raises(TypeError, match="psn_noo"):
-        tx2201.Data(**{**REGISTER, "psn_noo": PSN})
+        register_msg.Data(**{**REGISTER, "psn_noo": PSN})
     c = Recording()
-    wrong = tx2201.Data(**{**REGISTER, "insutype": cast(Any, 310)})  # past mypy via Any
+    wrong = register_msg.Data(**{**REGISTER, "insutype": cast(Any, 310)})  # past mypy via Any
     with pytest.raises(msgspec.ValidationError, match=r"\$\.data\.insutype"):
         await c.register(REGION, wrong)
     with pytest.raises(TypeError, match="not the Input of a transaction"):
-        await c.call(cast(Any, tx2201.Data(**REGISTER)), tx2201.Output)
+        await c.call(cast(Any, register_msg.Data(**REGISTER)), register_msg.Output)
     assert c.sent == []
 
 
 def test_each_input_is_known_by_its_modules_infno() -> None:
-    modules = [tx1101, tx2201, tx2202, tx2203, tx2204, tx2205, tx2206, tx2207, tx2208]
-    modules += [tx9001, tx9002, tx9301]
+    modules = [sign_in_msg, sign_out_msg, challenge_msg, person_info_msg]
+    modules += [register_msg, unregister_msg, visit_msg, fees_msg, fees_cancel_msg]
+    modules += [presettle_msg, settle_msg, cancel_msg]
     for m in modules:
         assert wire.INFNOS[m.Input] == m.INFNO
     assert len(set(wire.INFNOS.values())) == len(wire.INFNOS)
 
 
 def test_the_wire_form_keeps_credentials_out_of_repr() -> None:
-    auth = tx1101.CardAuth(challenge="01" * 8, process_factor="02" * 8, cryptogram="03" * 8)
-    data = tx1101.Data(mdtrt_cert_type="03", mdtrt_cert_no="S00000001", yk_card_auth=auth)
-    shown = repr(wire.lean(tx1101.Input(data=data)))
+    auth = person_info_msg.CardAuth(
+        challenge="01" * 8, process_factor="02" * 8, cryptogram="03" * 8
+    )
+    data = person_info_msg.Data(mdtrt_cert_type="03", mdtrt_cert_no="S00000001", yk_card_auth=auth)
+    shown = repr(wire.lean(person_info_msg.Input(data=data)))
     assert "S00000001" not in shown and "03" * 8 not in shown

@@ -1,8 +1,8 @@
-"""The e-card QR token codec (terminals.messages.tx1101): what is encoded decodes to the
-same payload and signature, the signature covers the version and payload exactly as
-sent, and anything else — truncated, re-encoded, over-long, wrong version, bad JSON,
-not a DER signature — is an `EcardTokenError` naming the part, never another
-exception. The signing runs through the real soft HSM (simulators.ecard)."""
+"""The e-card QR token codec (card.ecard; 1101 carries the token, see
+terminals.messages.card.person_info): what is encoded decodes to the same payload and
+signature, the signature covers the version and payload exactly as sent, and anything
+else — truncated, re-encoded, over-long, wrong version, bad JSON, not a DER signature —
+is an `EcardTokenError` naming the part, never another exception. The signing runs through the real soft HSM (simulators.ecard)."""
 
 from __future__ import annotations
 

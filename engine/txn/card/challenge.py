@@ -29,9 +29,9 @@ from settlement.cards import (
     known_card,
 )
 from settlement.refusals import Refused
-from terminals.messages import tx9301
+from terminals.messages.card import challenge as challenge_msg
 
-INFNO = tx9301.INFNO
+INFNO = challenge_msg.INFNO
 
 
 class IssueChallenge(Flow[ChallengeRequest, ChallengeLoad, ChallengeDecision]):
@@ -40,7 +40,7 @@ class IssueChallenge(Flow[ChallengeRequest, ChallengeLoad, ChallengeDecision]):
     load_type = ChallengeLoad
 
     def request(self, ctx: TxContext, inp: Any) -> ChallengeRequest | Refused:
-        data: tx9301.Data = inp.data
+        data: challenge_msg.Data = inp.data
         bad = ext_pairing_refusal(data.ext_process_factor, data.ext_challenge)
         if bad is not None:
             return bad
@@ -69,8 +69,8 @@ class IssueChallenge(Flow[ChallengeRequest, ChallengeLoad, ChallengeDecision]):
 
     def output(
         self, ctx: TxContext, req: ChallengeRequest, load: ChallengeLoad, d: ChallengeDecision
-    ) -> tx9301.Output:
-        return tx9301.Output(
+    ) -> challenge_msg.Output:
+        return challenge_msg.Output(
             challenge=d.challenge.hex().upper(),
             expires_in_s=LIMITS.challenge_ttl_s,
             ext_cryptogram=d.ext_cryptogram.hex().upper(),

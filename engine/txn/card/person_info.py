@@ -41,13 +41,13 @@ from settlement.cards import (
     decide_person_info,
 )
 from settlement.refusals import Refusal, Refused
-from terminals.messages import tx1101
+from terminals.messages.card import person_info as person_info_msg
 from terminals.results import ResultCode
 
-INFNO = tx1101.INFNO
+INFNO = person_info_msg.INFNO
 
 
-def domain_request(data: tx1101.Data, terminal_id: str) -> PersonInfoRequest | Refused:
+def domain_request(data: person_info_msg.Data, terminal_id: str) -> PersonInfoRequest | Refused:
     """The wire's 1101 data as the domain's request; a stray or missing extension and an
     e-card token that is not well formed are refused here, before any I/O."""
     credential = Credential(data.mdtrt_cert_type)  # the CertType pattern allows only these
@@ -111,7 +111,7 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
     load_type = PersonInfoLoad
 
     def request(self, ctx: TxContext, inp: Any) -> PersonInfoRequest | Refused:
-        data: tx1101.Data = inp.data
+        data: person_info_msg.Data = inp.data
         req = domain_request(data, ctx.terminal.terminal_id)
         if isinstance(req, Refused):
             count_auth(ctx, Credential(data.mdtrt_cert_type).name, req)
@@ -154,10 +154,10 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
 
     def output(
         self, ctx: TxContext, req: PersonInfoRequest, load: PersonInfoLoad, d: PersonInfoDecision
-    ) -> tx1101.Output:
+    ) -> person_info_msg.Output:
         if d.person is None:
             raise InvariantViolation("a 1101 answered without its person")
-        return tx1101.Output(
+        return person_info_msg.Output(
             baseinfo=base_info(d.person, ctx.now.date()),
             insuinfo=[insu_info(d.person)],
             idetinfo=[],

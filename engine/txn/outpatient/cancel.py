@@ -18,9 +18,10 @@ from engine.txn.flow import Flow
 from engine.txn.outpatient.answers import cancel_output
 from settlement.cancellation import CancelDecision, CancelLoad, CancelRequest, decide_cancel
 from settlement.refusals import Refused
-from terminals.messages import setl, tx2208
+from terminals.messages import setl
+from terminals.messages.outpatient import cancel as cancel_msg
 
-INFNO = tx2208.INFNO
+INFNO = cancel_msg.INFNO
 
 
 class CancelLoaded(msgspec.Struct, frozen=True):
@@ -60,7 +61,7 @@ class CancelSettlement(Flow[CancelRequest, CancelLoaded, CancelDecision]):
     load_type = CancelLoaded
 
     def request(self, ctx: TxContext, inp: Any) -> CancelRequest | Refused:
-        data: tx2208.Data = inp.data
+        data: cancel_msg.Data = inp.data
         return CancelRequest(
             setl_id=data.setl_id,
             mdtrt_id=data.mdtrt_id,

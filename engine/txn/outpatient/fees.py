@@ -16,14 +16,14 @@ from settlement.catalog import DetailSplit, FeeLine
 from settlement.money import MoneyError, fen_to_yuan, scaled_int, yuan_to_fen
 from settlement.outpatient import FeesDecision, FeesLoad, FeesRequest, decide_fees
 from settlement.refusals import Refusal, Refused
-from terminals.messages import tx2204
+from terminals.messages.outpatient import fees as fees_msg
 
-INFNO = tx2204.INFNO
+INFNO = fees_msg.INFNO
 _BP = decimal.Decimal(10000)
 _PROP = decimal.Decimal("0.0001")
 
 
-def _line(i: int, d: tx2204.FeeDetail) -> FeeLine:
+def _line(i: int, d: fees_msg.FeeDetail) -> FeeLine:
     prefix = f"feedetail[{i}]"
     amount_fen = yuan_to_fen(d.det_item_fee_sumamt, f"{prefix}.det_item_fee_sumamt")
     # numeric(16,4) and numeric(16,6) columns: below 10^12 and 10^10 respectively.
@@ -41,7 +41,7 @@ def _line(i: int, d: tx2204.FeeDetail) -> FeeLine:
     )
 
 
-def fees_request(details: list[tx2204.FeeDetail]) -> FeesRequest | Refused:
+def fees_request(details: list[fees_msg.FeeDetail]) -> FeesRequest | Refused:
     """The lines as the domain sees them; the upload's own consistency (one visit, no
     serial number twice, amounts that parse) is checked line by line, in order."""
     first = details[0]
@@ -66,8 +66,8 @@ def fees_request(details: list[tx2204.FeeDetail]) -> FeesRequest | Refused:
     return FeesRequest(mdtrt_id=first.mdtrt_id, psn_no=first.psn_no, lines=lines)
 
 
-def _result(d: tx2204.FeeDetail, s: DetailSplit) -> tx2204.DetailResult:
-    return tx2204.DetailResult(
+def _result(d: fees_msg.FeeDetail, s: DetailSplit) -> fees_msg.DetailResult:
+    return fees_msg.DetailResult(
         feedetl_sn=d.feedetl_sn,
         det_item_fee_sumamt=fen_to_yuan(s.det_item_fee_sumamt_fen),
         cnt=d.cnt,
@@ -108,9 +108,9 @@ class Fees(Flow[FeesRequest, FeesLoad, FeesDecision]):
 
     def output(
         self, ctx: TxContext, req: FeesRequest, load: FeesLoad, d: FeesDecision
-    ) -> tx2204.Output:
-        wire: list[tx2204.FeeDetail] = ctx.input.feedetail
-        return tx2204.Output(result=[_result(w, s) for w, s in zip(wire, d.splits, strict=True)])
+    ) -> fees_msg.Output:
+        wire: list[fees_msg.FeeDetail] = ctx.input.feedetail
+        return fees_msg.Output(result=[_result(w, s) for w, s in zip(wire, d.splits, strict=True)])
 
     def write_doc(
         self,
@@ -118,9 +118,9 @@ class Fees(Flow[FeesRequest, FeesLoad, FeesDecision]):
         req: FeesRequest,
         load: FeesLoad,
         d: FeesDecision,
-        output: tx2204.Output,
+        output: fees_msg.Output,
     ) -> dict[str, Any]:
-        wire: list[tx2204.FeeDetail] = ctx.input.feedetail
+        wire: list[fees_msg.FeeDetail] = ctx.input.feedetail
         return {
             "details": [
                 {

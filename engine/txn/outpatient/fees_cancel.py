@@ -11,18 +11,18 @@ from engine.txn.context import TxContext
 from engine.txn.outpatient.visit import VisitFlow
 from settlement.outpatient import VisitDecision, VisitLoad, VisitRequest, decide_fees_cancel
 from settlement.refusals import Refused
-from terminals.messages import tx2205
+from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
 
-INFNO = tx2205.INFNO
+INFNO = fees_cancel_msg.INFNO
 
 
 class FeesCancel(VisitFlow):
-    output_type = tx2205.Output
+    output_type = fees_cancel_msg.Output
     write_function: ClassVar[str | None] = "yk_write_outpatient_fees_cancel"
 
     def request(self, ctx: TxContext, inp: Any) -> VisitRequest | Refused:
-        data: tx2205.Data = inp.data
-        every = data.chrg_bchno == tx2205.ALL_BATCHES
+        data: fees_cancel_msg.Data = inp.data
+        every = data.chrg_bchno == fees_cancel_msg.ALL_BATCHES
         return VisitRequest(
             mdtrt_id=data.mdtrt_id,
             psn_no=data.psn_no,

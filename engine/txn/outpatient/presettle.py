@@ -21,9 +21,10 @@ from settlement.outpatient import (
 )
 from settlement.policy import Level
 from settlement.refusals import Refused
-from terminals.messages import setl, tx2206
+from terminals.messages import setl
+from terminals.messages.outpatient import presettle as presettle_msg
 
-INFNO = tx2206.INFNO
+INFNO = presettle_msg.INFNO
 
 
 def settle_request(ctx: TxContext, data: Any, *, his_totals: bool) -> SettleRequest | Refused:

@@ -14,9 +14,9 @@ from engine.txn.wire import field_refusal, wire_datetime
 from settlement.money import MoneyError
 from settlement.outpatient import RegisterDecision, RegisterLoad, RegisterRequest, decide_register
 from settlement.refusals import Refused
-from terminals.messages import tx2201
+from terminals.messages.outpatient import register as register_msg
 
-INFNO = tx2201.INFNO
+INFNO = register_msg.INFNO
 
 
 class Register(Flow[RegisterRequest, RegisterLoad, RegisterDecision]):
@@ -25,7 +25,7 @@ class Register(Flow[RegisterRequest, RegisterLoad, RegisterDecision]):
     load_type = RegisterLoad
 
     def request(self, ctx: TxContext, inp: Any) -> RegisterRequest | Refused:
-        data: tx2201.Data = inp.data
+        data: register_msg.Data = inp.data
         try:
             wire_datetime(data.begntime, "data.begntime")
         except MoneyError as exc:
@@ -49,9 +49,11 @@ class Register(Flow[RegisterRequest, RegisterLoad, RegisterDecision]):
 
     def output(
         self, ctx: TxContext, req: RegisterRequest, load: RegisterLoad, d: RegisterDecision
-    ) -> tx2201.Output:
-        return tx2201.Output(
-            data=tx2201.RegOut(mdtrt_id=d.mdtrt_id, psn_no=req.psn_no, ipt_otp_no=req.ipt_otp_no)
+    ) -> register_msg.Output:
+        return register_msg.Output(
+            data=register_msg.RegOut(
+                mdtrt_id=d.mdtrt_id, psn_no=req.psn_no, ipt_otp_no=req.ipt_otp_no
+            )
         )
 
     def write_doc(
@@ -60,9 +62,9 @@ class Register(Flow[RegisterRequest, RegisterLoad, RegisterDecision]):
         req: RegisterRequest,
         load: RegisterLoad,
         d: RegisterDecision,
-        output: tx2201.Output,
+        output: register_msg.Output,
     ) -> dict[str, Any]:
-        data: tx2201.Data = ctx.input.data
+        data: register_msg.Data = ctx.input.data
         env = ctx.envelope
         return {
             "visit": {

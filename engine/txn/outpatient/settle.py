@@ -13,9 +13,10 @@ from engine.invariant import InvariantViolation
 from engine.txn.context import TxContext
 from engine.txn.outpatient.presettle import PreSettle
 from settlement.outpatient import SettleDecision, SettleLoad, SettleRequest
-from terminals.messages import setl, tx2207
+from terminals.messages import setl
+from terminals.messages.outpatient import settle as settle_msg
 
-INFNO = tx2207.INFNO
+INFNO = settle_msg.INFNO
 
 
 class Settle(PreSettle):

@@ -12,17 +12,17 @@ from engine.txn.context import TxContext
 from engine.txn.outpatient.visit import VisitFlow
 from settlement.outpatient import VisitDecision, VisitLoad, VisitRequest, decide_unregister
 from settlement.refusals import Refused
-from terminals.messages import tx2202
+from terminals.messages.outpatient import unregister as unregister_msg
 
-INFNO = tx2202.INFNO
+INFNO = unregister_msg.INFNO
 
 
 class Unregister(VisitFlow):
-    output_type = tx2202.Output
+    output_type = unregister_msg.Output
     write_function: ClassVar[str | None] = "yk_write_outpatient_unregister"
 
     def request(self, ctx: TxContext, inp: Any) -> VisitRequest | Refused:
-        data: tx2202.Data = inp.data
+        data: unregister_msg.Data = inp.data
         return VisitRequest(mdtrt_id=data.mdtrt_id, psn_no=data.psn_no, ipt_otp_no=data.ipt_otp_no)
 
     def decide(self, ctx: TxContext, req: VisitRequest, load: VisitLoad) -> VisitDecision | Refused:

@@ -13,9 +13,9 @@ from engine.txn.context import TxContext
 from engine.txn.flow import Flow
 from settlement.outpatient import VisitDecision, VisitLoad, VisitRequest, decide_visit_info
 from settlement.refusals import Refused
-from terminals.messages import tx2203
+from terminals.messages.outpatient import visit as visit_msg
 
-INFNO = tx2203.INFNO
+INFNO = visit_msg.INFNO
 
 
 class VisitFlow(Flow[VisitRequest, VisitLoad, VisitDecision]):
@@ -36,10 +36,10 @@ class VisitFlow(Flow[VisitRequest, VisitLoad, VisitDecision]):
 
 class VisitInfo(VisitFlow):
     write_function: ClassVar[str | None] = "yk_write_outpatient_visit_info"
-    output_type = tx2203.Output
+    output_type = visit_msg.Output
 
     def request(self, ctx: TxContext, inp: Any) -> VisitRequest | Refused:
-        info: tx2203.MdtrtInfo = inp.mdtrtinfo
+        info: visit_msg.MdtrtInfo = inp.mdtrtinfo
         return VisitRequest(mdtrt_id=info.mdtrt_id, psn_no=info.psn_no)
 
     def decide(self, ctx: TxContext, req: VisitRequest, load: VisitLoad) -> VisitDecision | Refused:
@@ -53,7 +53,7 @@ class VisitInfo(VisitFlow):
         d: VisitDecision,
         output: msgspec.Struct,
     ) -> dict[str, Any]:
-        body: tx2203.Input = ctx.input
+        body: visit_msg.Input = ctx.input
         return {
             "mdtrt_id": req.mdtrt_id,
             "med_type": body.mdtrtinfo.med_type,

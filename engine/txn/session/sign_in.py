@@ -10,9 +10,9 @@ from engine.txn.context import TxContext
 from engine.txn.flow import Flow, wire_time
 from settlement.refusals import Refused
 from settlement.session import SignInDecision, SignInLoad, SignInRequest, decide_sign_in
-from terminals.messages import tx9001
+from terminals.messages.session import sign_in as sign_in_msg
 
-INFNO = tx9001.INFNO
+INFNO = sign_in_msg.INFNO
 
 
 class SignIn(Flow[SignInRequest, SignInLoad, SignInDecision]):
@@ -22,7 +22,7 @@ class SignIn(Flow[SignInRequest, SignInLoad, SignInDecision]):
     load_type = SignInLoad
 
     def request(self, ctx: TxContext, inp: Any) -> SignInRequest | Refused:
-        data: tx9001.SignInData = inp.signIn
+        data: sign_in_msg.SignInData = inp.signIn
         env = ctx.envelope
         return SignInRequest(
             fixmedins_code=env.fixmedins_code, opter=env.opter, opter_no=data.opter_no
@@ -38,9 +38,9 @@ class SignIn(Flow[SignInRequest, SignInLoad, SignInDecision]):
 
     def output(
         self, ctx: TxContext, req: SignInRequest, load: SignInLoad, d: SignInDecision
-    ) -> tx9001.Output:
-        return tx9001.Output(
-            signinoutb=tx9001.SignInOut(sign_time=wire_time(ctx.now), sign_no=d.sign_no)
+    ) -> sign_in_msg.Output:
+        return sign_in_msg.Output(
+            signinoutb=sign_in_msg.SignInOut(sign_time=wire_time(ctx.now), sign_no=d.sign_no)
         )
 
     def write_doc(
@@ -49,7 +49,7 @@ class SignIn(Flow[SignInRequest, SignInLoad, SignInDecision]):
         req: SignInRequest,
         load: SignInLoad,
         d: SignInDecision,
-        output: tx9001.Output,
+        output: sign_in_msg.Output,
     ) -> dict[str, Any]:
         return {
             "sign_in": {

@@ -10,9 +10,9 @@ from engine.txn.context import TxContext
 from engine.txn.flow import Flow, wire_time
 from settlement.refusals import Refused
 from settlement.session import SignOutDecision, SignOutLoad, SignOutRequest, decide_sign_out
-from terminals.messages import tx9002
+from terminals.messages.session import sign_out as sign_out_msg
 
-INFNO = tx9002.INFNO
+INFNO = sign_out_msg.INFNO
 
 
 class SignOut(Flow[SignOutRequest, SignOutLoad, SignOutDecision]):
@@ -21,7 +21,7 @@ class SignOut(Flow[SignOutRequest, SignOutLoad, SignOutDecision]):
     load_type = SignOutLoad
 
     def request(self, ctx: TxContext, inp: Any) -> SignOutRequest | Refused:
-        data: tx9002.SignOutData = inp.signOut
+        data: sign_out_msg.SignOutData = inp.signOut
         env = ctx.envelope
         return SignOutRequest(
             sign_no=env.sign_no,
@@ -40,9 +40,9 @@ class SignOut(Flow[SignOutRequest, SignOutLoad, SignOutDecision]):
 
     def output(
         self, ctx: TxContext, req: SignOutRequest, load: SignOutLoad, d: SignOutDecision
-    ) -> tx9002.Output:
-        return tx9002.Output(
-            signoutoutb=tx9002.SignOutOut(sign_time=wire_time(ctx.now), sign_no=d.sign_no)
+    ) -> sign_out_msg.Output:
+        return sign_out_msg.Output(
+            signoutoutb=sign_out_msg.SignOutOut(sign_time=wire_time(ctx.now), sign_no=d.sign_no)
         )
 
     def write_doc(
@@ -51,7 +51,7 @@ class SignOut(Flow[SignOutRequest, SignOutLoad, SignOutDecision]):
         req: SignOutRequest,
         load: SignOutLoad,
         d: SignOutDecision,
-        output: tx9002.Output,
+        output: sign_out_msg.Output,
     ) -> dict[str, Any]:
         return {
             "sign_no": d.sign_no,

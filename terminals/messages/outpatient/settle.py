@@ -5,15 +5,15 @@ transaction; `setl_id` identifies it for 2208 and reconciliation."""
 from __future__ import annotations
 
 from terminals import fields as f
-from terminals.messages import tx2206
 from terminals.messages.base import In
+from terminals.messages.outpatient import presettle as presettle_msg
 from terminals.messages.setl import Output as Output
 
 INFNO = "2207"
 NAME = "outpatient settlement"
 
 
-class Data(tx2206.Data, frozen=True, kw_only=True):
+class Data(presettle_msg.Data, frozen=True, kw_only=True):
     """The 2206 fields plus the invoice number and the HIS's own totals, which, when
     sent, must agree with the engine's split."""
 
