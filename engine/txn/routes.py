@@ -36,72 +36,20 @@ from terminals.messages.session import sign_in as sign_in_msg
 from terminals.messages.session import sign_out as sign_out_msg
 
 _FLOWS = (
-    TxSpec(
-        register_msg.INFNO, register_msg.NAME,
-        register_msg.Input, register_msg.Output, True,
-        flow=register.FLOW, names_person=True,
-    ),
-    TxSpec(
-        unregister_msg.INFNO, unregister_msg.NAME,
-        unregister_msg.Input, unregister_msg.Output, True,
-        flow=unregister.FLOW, names_person=True,
-    ),
-    TxSpec(
-        visit_msg.INFNO, visit_msg.NAME,
-        visit_msg.Input, visit_msg.Output, True,
-        flow=visit.FLOW, names_person=True,
-    ),
-    TxSpec(
-        fees_msg.INFNO, fees_msg.NAME,
-        fees_msg.Input, fees_msg.Output, True,
-        flow=fees.FLOW, names_person=True,
-    ),
-    TxSpec(
-        fees_cancel_msg.INFNO, fees_cancel_msg.NAME,
-        fees_cancel_msg.Input, fees_cancel_msg.Output, True,
-        flow=fees_cancel.FLOW, names_person=True,
-    ),
-    TxSpec(
-        presettle_msg.INFNO, presettle_msg.NAME,
-        presettle_msg.Input, presettle_msg.Output, False,
-        flow=presettle.FLOW, names_person=True,
-    ),
-    TxSpec(
-        settle_msg.INFNO, settle_msg.NAME,
-        settle_msg.Input, settle_msg.Output, True,
-        flow=settle.FLOW, names_person=True,
-    ),
-    TxSpec(
-        cancel_msg.INFNO, cancel_msg.NAME,
-        cancel_msg.Input, cancel_msg.Output, True,
-        flow=cancel.FLOW, names_person=True,
-    ),
-    TxSpec(
-        reversal_msg.INFNO, reversal_msg.NAME,
-        reversal_msg.Input, reversal_msg.Output, True,
-        flow=reversal.FLOW, names_person=True,
-    ),
-    TxSpec(
-        sign_in_msg.INFNO, sign_in_msg.NAME,
-        sign_in_msg.Input, sign_in_msg.Output, True,
-        flow=sign_in.FLOW,
-    ),
-    TxSpec(
-        sign_out_msg.INFNO, sign_out_msg.NAME,
-        sign_out_msg.Input, sign_out_msg.Output, True,
-        flow=sign_out.FLOW,
-    ),
-    TxSpec(
-        challenge_msg.INFNO, challenge_msg.NAME,
-        challenge_msg.Input, challenge_msg.Output, True,
-        flow=challenge.FLOW,
-    ),
-    TxSpec(
-        person_info_msg.INFNO, person_info_msg.NAME,
-        person_info_msg.Input, person_info_msg.Output, True,
-        flow=person_info.FLOW,
-    ),
-)  # fmt: skip
+    TxSpec.of(register_msg, register.FLOW, names_person=True),
+    TxSpec.of(unregister_msg, unregister.FLOW, names_person=True),
+    TxSpec.of(visit_msg, visit.FLOW, names_person=True),
+    TxSpec.of(fees_msg, fees.FLOW, names_person=True),
+    TxSpec.of(fees_cancel_msg, fees_cancel.FLOW, names_person=True),
+    TxSpec.of(presettle_msg, presettle.FLOW, names_person=True),
+    TxSpec.of(settle_msg, settle.FLOW, names_person=True),
+    TxSpec.of(cancel_msg, cancel.FLOW, names_person=True),
+    TxSpec.of(reversal_msg, reversal.FLOW, names_person=True),
+    TxSpec.of(sign_in_msg, sign_in.FLOW),
+    TxSpec.of(sign_out_msg, sign_out.FLOW),
+    TxSpec.of(challenge_msg, challenge.FLOW),
+    TxSpec.of(person_info_msg, person_info.FLOW),
+)
 
 
 def build_routes() -> MappingProxyType[str, TxSpec]:

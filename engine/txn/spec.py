@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from engine.txn.flow import Flow
@@ -20,3 +21,18 @@ class TxSpec:
     mutating: bool
     flow: Flow[Any, Any, Any]
     names_person: bool = False  # the envelope must carry insuplc_admdvs
+
+    @classmethod
+    def of(cls, messages: ModuleType, flow: Flow[Any, Any, Any], **kw: bool) -> TxSpec:
+        """The spec of the code whose wire Structs are in `messages` (a
+        terminals.messages module), run by `flow`; it changes state exactly when the
+        flow has a write."""
+        return cls(
+            infno=messages.INFNO,
+            name=messages.NAME,
+            input_type=messages.Input,
+            output_type=messages.Output,
+            mutating=flow.write_function is not None,
+            flow=flow,
+            **kw,
+        )
