@@ -30,6 +30,7 @@ import enum
 from msgspec import Struct
 
 from settlement.errors import DomainInvariantViolation
+from settlement.outpatient import Person
 from settlement.refusals import Refusal, Refused
 
 CARD_SN = "input.data.card_sn"
@@ -65,24 +66,12 @@ class Card(Struct, frozen=True):
     expiry_date: dt.date
 
 
-class Insured(Struct, frozen=True):
-    """An insured person as 1101 answers them."""
+class Insured(Person, frozen=True):
+    """An insured person as 1101 answers them: the outpatient flows' Person and the two
+    fields only 1101 shows."""
 
-    psn_no: str
-    insuplc_admdvs: str
-    psn_cert_type: str
-    certno: str
-    psn_name: str
-    gend: str
-    naty: str
-    brdy: dt.date
-    insutype: str
-    retired: bool
-    psn_insu_stas: str
     psn_insu_date: dt.date
-    cvlserv_flag: str
     emp_name: str
-    acct_balance_fen: int
 
 
 # -- 9301 card challenge ----------------------------------------------------------------------
