@@ -62,7 +62,7 @@ import msgspec
 from aiohttp import web
 
 from engine import constants
-from engine.txn.inputs import field_message
+from engine.txn.wire import field_message
 from terminals.envelope import Envelope
 from terminals.results import ResultCode
 

@@ -38,8 +38,8 @@ from engine.txn import flow as txflow
 from engine.txn.context import Services, Terminal, TxContext
 from engine.txn.db import TxDb
 from engine.txn.flow import ClaimedConcurrently
-from engine.txn.inputs import InputDecoder
 from engine.txn.spec import TxSpec
+from engine.txn.wire import InputDecoder
 from hsm.errors import HsmError
 from hsm.protocol import Hsm, KeyRef
 from terminals import signing

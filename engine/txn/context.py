@@ -42,7 +42,7 @@ class TxContext:
     db: TxDb
     nonce: str  # X-Yk-Nonce, claimed by the load
     nonce_expires: dt.datetime  # when its timestamp leaves the skew window
-    input: Any = None  # the decoded input Struct (engine.txn.inputs)
+    input: Any = None  # the decoded input Struct (engine.txn.wire)
     code: ResultCode = ResultCode.ok
     err_msg: str | None = None
     # (kind, fund_fen, account_fen, cash_fen) of money moved, for metrics.

@@ -285,25 +285,29 @@ async def _write(
         "request_sha256": ctx.request_sha256.hex(),
         "answer": body.decode(),
     }
-    try:
-        await ctx.db.write_and_commit(flow.write_function or "", msgspec.json.encode(doc).decode())
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == MSGID_CLAIM_CONSTRAINT:
-            await ctx.db.rollback()
-            raise ClaimedConcurrently(env.msgid) from exc
-        raise
-    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        raise CommitOutcomeUnknown(env.msgid) from exc
+    await _write_and_commit(flow, ctx, doc)
     return body
 
 
 async def _write_spent(flow: Flow[R, L, D], ctx: TxContext, req: R, load: L, decision: D) -> None:
     """A refused decision's rows, + COMMIT: no msgid claim, no stored answer."""
-    doc = flow.write_doc(ctx, req, load, decision, None)
+    await _write_and_commit(flow, ctx, flow.write_doc(ctx, req, load, decision, None))
+
+
+async def _write_and_commit(flow: Flow[R, L, D], ctx: TxContext, doc: dict[str, Any]) -> None:
+    """The flow's write function with `doc`, + COMMIT, in one round trip. A concurrent
+    identical request that claimed the msgid first is ClaimedConcurrently; a line lost
+    once this was sent is CommitOutcomeUnknown (it may have committed)."""
+    msgid = ctx.envelope.msgid
     try:
         await ctx.db.write_and_commit(flow.write_function or "", msgspec.json.encode(doc).decode())
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == MSGID_CLAIM_CONSTRAINT:
+            await ctx.db.rollback()
+            raise ClaimedConcurrently(msgid) from exc
+        raise
     except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        raise CommitOutcomeUnknown(ctx.envelope.msgid) from exc
+        raise CommitOutcomeUnknown(msgid) from exc
 
 
 async def stored_answer(conn: asyncpg.Connection, ctx: TxContext, timeout_s: float) -> bytes | None:

@@ -23,7 +23,9 @@ class TxSpec:
     names_person: bool = False  # the envelope must carry insuplc_admdvs
 
     @classmethod
-    def of(cls, messages: ModuleType, flow: Flow[Any, Any, Any], **kw: bool) -> TxSpec:
+    def of(
+        cls, messages: ModuleType, flow: Flow[Any, Any, Any], *, names_person: bool = False
+    ) -> TxSpec:
         """The spec of the code whose wire Structs are in `messages` (a
         terminals.messages module), run by `flow`; it changes state exactly when the
         flow has a write."""
@@ -34,5 +36,5 @@ class TxSpec:
             output_type=messages.Output,
             mutating=flow.write_function is not None,
             flow=flow,
-            **kw,
+            names_person=names_person,
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine.db.embedded import EmbeddedPostgres
+from engine.db.embedded import EmbeddedPostgres, socket_dir_for
 from engine.ledger_check import Report, check
 from simulators.keys import terminal_keys_from_env
 from simulators.population import (
@@ -25,6 +25,7 @@ from simulators.population import (
     load,
 )
 from terminals.client import Client, Credentials
+from tests.pg_wire import RoundTripProxy
 from tests.support import EngineProcess, hsm_env
 
 SEED = 4242
@@ -137,6 +138,29 @@ def deployment(
 ) -> Iterator[Deployment]:
     with deployed(pg_server, tmp_path_factory) as d:
         yield d
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(
+    pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Deployment, RoundTripProxy]]:
+    """A deployment whose engine reaches PostgreSQL through a proxy that counts (and can
+    cut) its turns; the background jobs run once at start and then only hourly, so no
+    turn of theirs falls inside a request."""
+    listen_dir = tmp_path_factory.mktemp("wire")
+    with (
+        RoundTripProxy(socket_dir_for(pg_server.data_dir), listen_dir) as proxy,
+        deployed(
+            pg_server,
+            tmp_path_factory,
+            engine_dsn=proxy.dsn,
+            engine_env={
+                "YIKATONG_LEDGER_SEAL_INTERVAL_S": "3600",
+                "YIKATONG_CARD_PURGE_INTERVAL_S": "3600",
+            },
+        ) as d,
+    ):
+        yield d, proxy
 
 
 @pytest.fixture

@@ -41,7 +41,6 @@ import msgspec
 import pytest
 
 from engine import constants
-from engine.db.embedded import EmbeddedPostgres, socket_dir_for
 from engine.ledger_check import check
 from terminals import signing
 from terminals.client import PATH, Client, OutcomeUnknown, ServiceUnavailable
@@ -50,7 +49,7 @@ from terminals.messages import setl
 from terminals.messages.outpatient import cancel as cancel_msg
 from terminals.messages.outpatient import settle as settle_msg
 from terminals.results import ResultCode
-from tests.e2e.conftest import Deployment, deployed
+from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import Visit, fen, open_visit
 from tests.pg_wire import Cut, RoundTripProxy
 from tests.support import http_get
@@ -65,26 +64,6 @@ COMMIT = r"(?:^|;)\s*COMMIT\b[^;]*;?\s*$"  # a message whose last statement is C
 ITEMS = [("TJIA0001", "100.00", "2"), ("TYI10001", "100.00", "1"), ("TBING001", "50.00", "1")]
 PLATFORM_TZ = dt.timezone(dt.timedelta(hours=constants.PLATFORM_UTC_OFFSET_H))
 STATEMENTS_MAX = 40  # more than any transaction of ours runs; the sweep stops before
-
-
-@pytest.fixture(scope="module")
-def behind_proxy(
-    pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Deployment, RoundTripProxy]]:
-    listen_dir = tmp_path_factory.mktemp("cut")
-    with (
-        RoundTripProxy(socket_dir_for(pg_server.data_dir), listen_dir) as proxy,
-        deployed(
-            pg_server,
-            tmp_path_factory,
-            engine_dsn=proxy.dsn,
-            engine_env={
-                "YIKATONG_LEDGER_SEAL_INTERVAL_S": "3600",
-                "YIKATONG_CARD_PURGE_INTERVAL_S": "3600",
-            },
-        ) as d,
-    ):
-        yield d, proxy
 
 
 @pytest.fixture

@@ -21,14 +21,13 @@ from __future__ import annotations
 import decimal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.db.embedded import EmbeddedPostgres, socket_dir_for
 from engine.txn.routes import build_routes
 from simulators.population import Person
 from terminals import signing
@@ -37,7 +36,7 @@ from terminals.messages.outpatient import cancel as cancel_msg
 from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
 from terminals.messages.outpatient import settle as settle_msg
 from terminals.messages.outpatient import unregister as unregister_msg
-from tests.e2e.conftest import Deployment, deployed
+from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import fee_line, registration, visit_info
 from tests.pg_wire import RoundTripProxy
 from tests.support import http_get
@@ -97,26 +96,6 @@ class Wire:
             self.requests[infno] += 1
             self.turns[infno] += turns
             self.each.setdefault(infno, []).append(turns)
-
-
-@pytest.fixture(scope="module")
-def behind_proxy(
-    pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Deployment, RoundTripProxy]]:
-    listen_dir = tmp_path_factory.mktemp("wire")
-    with (
-        RoundTripProxy(socket_dir_for(pg_server.data_dir), listen_dir) as proxy,
-        deployed(
-            pg_server,
-            tmp_path_factory,
-            engine_dsn=proxy.dsn,
-            engine_env={
-                "YIKATONG_LEDGER_SEAL_INTERVAL_S": "3600",
-                "YIKATONG_CARD_PURGE_INTERVAL_S": "3600",
-            },
-        ) as d,
-    ):
-        yield d, proxy
 
 
 def settlement(person: Person, mdtrt_id: str, medfee_sumamt: str) -> settle_msg.Data:
