@@ -90,6 +90,11 @@ CARD_CHALLENGE_BYTES: Final = 8
 # difference allowed between the issuing platform and the engine on either end.
 ECARD_TOKEN_LIFETIME_S_MAX: Final = 60
 ECARD_CLOCK_SKEW_S: Final = 5
+# The credential reference a 1101 by card or e-card issues carries the 2201 and 2207 of
+# that terminal for this long: a registration follows the card reading within seconds
+# and a kiosk's self-checkout within minutes; a cashier's desk reads the card again.
+CARD_PROOF_TTL_S: Final = 600
+CARD_PROOF_REF_BYTES: Final = 16
 # Expired challenges and burned token ids are deleted this long after they expired
 # (a margin for clock differences between engine processes and the database).
 CARD_AUTH_PURGE_GRACE_S: Final = 300

@@ -25,12 +25,13 @@ order of its `if`s. The rules they keep:
 from __future__ import annotations
 
 import datetime as dt
-import enum
 
+import msgspec
 from msgspec import Struct
 
 from settlement.errors import DomainInvariantViolation
 from settlement.outpatient import Person
+from settlement.proofs import Credential, IssuedProof
 from settlement.refusals import Refusal, Refused
 
 CARD_SN = "input.data.card_sn"
@@ -45,14 +46,7 @@ class CardLimits(Struct, frozen=True):
     challenge_ttl_s: int
     ecard_lifetime_s_max: int
     ecard_clock_skew_s: int
-
-
-class Credential(enum.Enum):
-    """`mdtrt_cert_type` (DOMAIN.md §2.7); the name is the metrics' `method` label."""
-
-    ecard = "01"
-    certno = "02"
-    card = "03"
+    card_proof_ttl_s: int  # how long a 1101's credential reference carries 2201 / 2207
 
 
 class Card(Struct, frozen=True):
@@ -179,6 +173,7 @@ class PersonInfoRequest(Struct, frozen=True, kw_only=True):
     credential: Credential
     mdtrt_cert_no: str
     terminal_id: str  # the asking terminal's
+    fixmedins_code: str = ""  # the asking terminal's institution
     # Holder data the terminal sends beside a card or e-card ("" = not sent).
     psn_cert_type: str = ""
     certno: str = ""
@@ -229,6 +224,7 @@ class PersonInfoDecision(Struct, frozen=True, kw_only=True):
     challenge_burn: ChallengeBurn | None = None
     token_burn: TokenBurn | None = None
     refusal: Refused | None = None
+    proof: IssuedProof | None = None  # with the person, by card or e-card
 
 
 def credential_refusal(
@@ -256,13 +252,36 @@ def credential_refusal(
 
 
 def decide_person_info(
-    req: PersonInfoRequest, load: PersonInfoLoad, now: dt.datetime, limits: CardLimits
+    req: PersonInfoRequest,
+    load: PersonInfoLoad,
+    now: dt.datetime,
+    limits: CardLimits,
+    cred_ref: str = "",
 ) -> Refused | PersonInfoDecision:
+    """`cred_ref`: the reference a successful 1101 by card or e-card issues (drawn by
+    the engine; settlement/proofs.py)."""
+    if req.credential is Credential.certno:
+        return decide_by_certno(load)
     if req.credential is Credential.card:
-        return decide_by_card(req, load, now, limits)
-    if req.credential is Credential.ecard:
-        return decide_by_ecard(req, load, now, limits)
-    return decide_by_certno(load)
+        decided = decide_by_card(req, load, now, limits)
+    else:
+        decided = decide_by_ecard(req, load, now, limits)
+    if isinstance(decided, Refused) or decided.person is None:
+        return decided
+    if not cred_ref:
+        raise DomainInvariantViolation("a 1101 by card or e-card decided without a cred_ref")
+    proof = IssuedProof(
+        cred_ref=cred_ref,
+        credential=req.credential,
+        psn_no=decided.person.psn_no,
+        insuplc_admdvs=decided.person.insuplc_admdvs,
+        terminal_id=req.terminal_id,
+        fixmedins_code=req.fixmedins_code,
+        card_sn=req.card.card_sn if req.card is not None else "",
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=limits.card_proof_ttl_s),
+    )
+    return msgspec.structs.replace(decided, proof=proof)
 
 
 def decide_by_certno(load: PersonInfoLoad) -> Refused | PersonInfoDecision:

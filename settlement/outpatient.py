@@ -20,6 +20,7 @@ from settlement.catalog import CatalogItem, DetailSplit, FeeLine, line_amount_fe
 from settlement.lifecycle import SettlementState, VisitState, transition
 from settlement.money import fen_to_yuan
 from settlement.policy import Level, PolicyBook, PolicyNotFound, PolicyParams
+from settlement.proofs import CardProof, Credential, Presented, proof_refusal
 from settlement.refusals import Refusal, Refused
 
 PHARMACY_MED_TYPES = frozenset({"41"})
@@ -103,12 +104,14 @@ class RegisterRequest(Struct, frozen=True, kw_only=True):
     insuplc_admdvs: str  # the envelope's: the insured region the HIS names
     mdtrtarea_admvs: str
     ipt_otp_no: str
+    presented: Presented  # the patient's credential and its card proof
 
 
 class RegisterLoad(Struct, frozen=True):
     person: Person | None
     number_taken: bool
     visit_seq: int
+    proof: CardProof | None = None  # the presented cred_ref's, when sent and found
 
 
 class RegisterDecision(Struct, frozen=True):
@@ -116,12 +119,36 @@ class RegisterDecision(Struct, frozen=True):
     state: VisitState
 
 
+def credential_check(
+    presented: Presented,
+    proof: CardProof | None,
+    person: Person,
+    insutype: str,
+    policies: PolicyBook,
+    now: dt.datetime,
+) -> Refused | None:
+    """The patient's credential may carry this money transaction (settlement/proofs.py);
+    whether an ID number may is the insured region's policy for the year."""
+    allowed = True
+    if presented.credential is Credential.certno:
+        try:
+            allowed = policies.get(person.insuplc_admdvs, insutype, now.year).settle_by_id_number
+        except PolicyNotFound as exc:
+            return Refused(Refusal.policy_not_found, f"insuplc_admdvs: {exc}")
+    return proof_refusal(presented, proof, now, id_number_allowed=allowed)
+
+
 def decide_register(
-    req: RegisterRequest, load: RegisterLoad, now: dt.datetime
+    req: RegisterRequest, load: RegisterLoad, policies: PolicyBook, now: dt.datetime
 ) -> Refused | RegisterDecision:
     person = _check_person(load.person, req.psn_no, req.insuplc_admdvs, req.insutype, "input.data")
     if isinstance(person, Refused):
         return person
+    bad_credential = credential_check(
+        req.presented, load.proof, person, req.insutype, policies, now
+    )
+    if bad_credential is not None:
+        return bad_credential
     if person.psn_insu_stas != "1":
         return Refused(Refusal.person_not_insured, "input.data.psn_no: insurance is not active")
     if load.number_taken:
@@ -249,6 +276,8 @@ class SettleRequest(Struct, frozen=True, kw_only=True):
     # Optional HIS-side totals (2207) that, when sent, must agree with the split.
     his_totals_fen: dict[str, int] = {}
     chrg_bchno: str = ""  # settle only this charge batch ("": every unsettled detail)
+    # 2207: the patient's credential and its card proof (2206 posts nothing: None).
+    presented: Presented | None = None
 
 
 class AccumulatorsRow(Struct, frozen=True):
@@ -265,6 +294,7 @@ class SettleLoad(Struct, frozen=True):
     live_setl_id: str | None
     details: list[DetailSplit]
     setl_seq: int | None  # 2207 only
+    proof: CardProof | None = None  # the presented cred_ref's, when sent and found
 
 
 class OpenLimits(Struct, frozen=True):
@@ -307,14 +337,16 @@ def _open_limits(policy: PolicyParams, retired: bool) -> OpenLimits:
     )
 
 
-def decide_settle(
+def _settle_parties(
     req: SettleRequest,
     load: SettleLoad,
     policies: PolicyBook,
     inst: Institution,
     now: dt.datetime,
-) -> Refused | SettleDecision:
-    """2206 (load.setl_seq None: nothing is posted) and 2207."""
+) -> Refused | Person:
+    """The first refusals of a settlement: the visit is this person's here, the person
+    is insured where the HIS says, their credential may carry it (2207), and the visit's
+    scheme is the one asked for."""
     visit = check_visit(load.visit, req.mdtrt_id, req.psn_no, inst.fixmedins_code)
     if isinstance(visit, Refused):
         return visit
@@ -327,11 +359,32 @@ def decide_settle(
             f"insuplc_admdvs: {req.insuplc_admdvs} is not the insured region of"
             f" psn_no {req.psn_no}",
         )
+    if req.presented is not None:
+        bad_credential = credential_check(
+            req.presented, load.proof, person, req.insutype, policies, now
+        )
+        if bad_credential is not None:
+            return bad_credential
     if req.insutype != visit.insutype:
         return Refused(
             Refusal.insutype_not_held,
             f"input.data.insutype: the visit is under {visit.insutype}, not {req.insutype}",
         )
+    return person
+
+
+def decide_settle(
+    req: SettleRequest,
+    load: SettleLoad,
+    policies: PolicyBook,
+    inst: Institution,
+    now: dt.datetime,
+) -> Refused | SettleDecision:
+    """2206 (load.setl_seq None: nothing is posted) and 2207."""
+    parties = _settle_parties(req, load, policies, inst, now)
+    if isinstance(parties, Refused):
+        return parties
+    person = parties
     if load.live_setl_id is not None:
         return Refused(
             Refusal.visit_already_settled,

@@ -96,6 +96,9 @@ class PolicyParams(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     fund_annual_cap_fen: Fen
     personal_account: bool
     account_covers_self_pay: bool
+    # A 2201 / 2207 may name the patient by ID number (mdtrt_cert_type 02); false: the
+    # card or e-card only, proven by a 1101 (settlement/proofs.py).
+    settle_by_id_number: bool
     outpatient: OutpatientPolicy
     inpatient: InpatientPolicy
 

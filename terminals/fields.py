@@ -41,6 +41,11 @@ Flag = Annotated[str, Meta(pattern=r"^[01]$", description="0 or 1")]
 Insutype = Annotated[str, Meta(pattern=r"^[0-9]{3}$", description="险种类型, e.g. 310, 390")]
 MedType = Annotated[str, Meta(pattern=r"^[0-9]{2,6}$", description="医疗类别, e.g. 11")]
 CertType = Annotated[str, Meta(pattern=r"^0[1-3]$", description="01 e-cert, 02 ID, 03 card")]
+# yikatong extension: the card proof a 1101 by card or e-card answered
+# (`yk_card_proof.cred_ref`), carried by 2201 / 2207 with mdtrt_cert_type 01 or 03.
+CredRef = Annotated[
+    str, Meta(pattern=r"^([0-9a-f]{32})?$", description="1101's yk_card_proof.cred_ref")
+]
 # Yuan with at most 2 decimals; the decimal-places rule is checked when converting to fen
 # so that the error can name the field.
 Yuan = Annotated[decimal.Decimal, Meta(description="amount in yuan, at most 2 decimals")]

@@ -25,6 +25,13 @@ name sent beside it) differ from the insured person's record.
 window and id all passed, so a malformed, forged, expired or mismatched token burns
 nothing; a second use of a burned id is `ecard_token_already_used`, and a genuine
 token whose person is unknown here is burned and answered `person_not_found`.
+1331-1336 the card proof a money transaction carries (2201, 2207 with
+`mdtrt_cert_type` 01 or 03: `data.yk_cred_ref`, the `yk_card_proof.cred_ref` of the
+1101 that read the card): missing, not issued (forged, or for the other credential
+type), issued to another terminal, for another person, revoked (the card no longer
+active), expired. None of them changes anything. `cert_type_not_supported` (2005)
+answers a 2201 or 2207 by ID number (02) where the insured region's policy requires the
+card or e-card.
 """
 
 from __future__ import annotations
@@ -70,6 +77,12 @@ class ResultCode(enum.IntEnum):
     ecard_token_expired = 1323
     ecard_token_already_used = 1324
     ecard_token_id_mismatch = 1325
+    card_proof_missing = 1331
+    card_proof_unknown = 1332
+    card_proof_other_terminal = 1333
+    card_proof_other_person = 1334
+    card_proof_revoked = 1335
+    card_proof_expired = 1336
 
     person_not_found = 2001
     person_region_mismatch = 2002

@@ -5,7 +5,9 @@ the claimed nonce. Flows keep no per-request state on themselves (STYLE.md §2).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.txn.db import TxDb
@@ -28,6 +30,9 @@ class Services:
 
     policies: PolicyBook
     command_timeout_s: float
+    # Random references the engine hands out (a card proof's cred_ref): n bytes as hex.
+    # Injected like the clock, so that a test can name the reference it expects.
+    random_hex: Callable[[int], str] = field(default=secrets.token_hex, kw_only=True)
 
 
 @dataclass

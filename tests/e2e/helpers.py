@@ -63,9 +63,9 @@ def fee_line(
     )
 
 
-def registration(person: Person, ipt_otp_no: str) -> register_msg.Data:
-    """2201 data for `person` by ID number at NOW."""
-    return register_msg.Data(
+def registration(person: Person, ipt_otp_no: str, **overrides: Any) -> register_msg.Data:
+    """2201 data for `person` by ID number at NOW (or the credential in `overrides`)."""
+    data = register_msg.Data(
         psn_no=person.psn_no,
         insutype=person.insutype,
         begntime=NOW,
@@ -73,6 +73,7 @@ def registration(person: Person, ipt_otp_no: str) -> register_msg.Data:
         mdtrt_cert_no=person.certno,
         ipt_otp_no=ipt_otp_no,
     )
+    return msgspec.structs.replace(data, **overrides)
 
 
 def visit_info(mdtrt_id: str, psn_no: str) -> tuple[visit_msg.MdtrtInfo, list[visit_msg.DiseInfo]]:
@@ -88,14 +89,23 @@ def visit_info(mdtrt_id: str, psn_no: str) -> tuple[visit_msg.MdtrtInfo, list[vi
     return info, [diagnosis]
 
 
-async def open_visit(client: Client, person: Person, items: list[tuple[str, str, str]]) -> Visit:
-    """1101 → 2201 → 2203 → 2204 with `items` as (catalog code, unit price, quantity)."""
+async def open_visit(
+    client: Client,
+    person: Person,
+    items: list[tuple[str, str, str]],
+    *,
+    registration_overrides: dict[str, str] | None = None,
+) -> Visit:
+    """1101 → 2201 → 2203 → 2204 with `items` as (catalog code, unit price, quantity);
+    registered by ID number unless `registration_overrides` names another credential."""
     global _counter
     _counter += 1
     info = await client.person_info_by_id_number(person.certno)
     region = info.insuinfo[0].insuplc_admdvs
     ipt_otp_no = f"E2E{_counter:07d}"
-    reg = await client.register(region, registration(person, ipt_otp_no))
+    reg = await client.register(
+        region, registration(person, ipt_otp_no, **(registration_overrides or {}))
+    )
     mdtrt_id = reg.data.mdtrt_id
     await client.visit_info(region, *visit_info(mdtrt_id, person.psn_no))
     lines = [fee_line(i + 1, mdtrt_id, person.psn_no, *item) for i, item in enumerate(items)]

@@ -13,82 +13,29 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
 
 import asyncpg
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.card_purge import purge_expired
-from hsm.cardauth import external_auth_cryptogram, internal_auth_cryptogram
-from simulators.card.keys import CardKeys, IssuerMasters, card_keys, clone_keys
-from simulators.population import Card, Person
+from hsm.cardauth import external_auth_cryptogram
+from simulators.card.keys import clone_keys
 from terminals.client import BusinessError, Client
 from terminals.messages.card import challenge as challenge_msg
 from terminals.messages.card import person_info as person_info_msg
 from terminals.results import ResultCode
+from tests.e2e.cards import Cards, deployment_cards, present, usable
 from tests.e2e.conftest import Deployment
-from tests.support import hsm_env, http_get
+from tests.support import http_get
 
 pytestmark = pytest.mark.slow
 
 
-class Cards:
-    """Hands out cards of the deployment's population that no other test used."""
-
-    def __init__(self, d: Deployment, masters: IssuerMasters) -> None:
-        self.d = d
-        self.masters = masters
-        self._used: set[int] = set()
-
-    def take(self, want: Callable[[Card], bool]) -> tuple[Card, Person, CardKeys]:
-        for i, person in enumerate(self.d.pop.persons):
-            card = self.d.pop.card(i)
-            if i not in self._used and want(card):
-                self._used.add(i)
-                return card, person, card_keys(self.masters, card)
-        raise AssertionError("no such card in the population")
-
-    def good(self, generation: int = 3) -> tuple[Card, Person, CardKeys]:
-        return self.take(lambda c: c.generation == generation and usable(c))
-
-
-def usable(card: Card) -> bool:
-    return card.usable_on(dt.date.today())
-
-
 @pytest.fixture(scope="module")
 def cards(deployment: Deployment) -> Cards:
-    env = hsm_env(deployment.engine.log_path.parent)  # the key file the engine opened
-    return Cards(deployment, IssuerMasters.from_env(env))
-
-
-async def present(
-    client: Client,
-    card: Card,
-    person: Person,
-    keys: CardKeys,
-    *,
-    challenge: bytes | None = None,
-    card_no: str | None = None,
-    certno: str | None = None,
-    psn_name: str | None = None,
-) -> person_info_msg.Output:
-    """What the card agent does: 9301 (unless a challenge is given), INTERNAL
-    AUTHENTICATE with the card's key, 1101 by card with EF06's certno and name."""
-    if challenge is None:
-        challenge = bytes.fromhex((await client.card_challenge(card.card_sn)).challenge)
-    process_factor = os.urandom(8)
-    cryptogram = internal_auth_cryptogram(keys.internal_auth, process_factor, challenge)
-    return await client.person_info_by_card(
-        card.card_no if card_no is None else card_no,
-        card.card_sn,
-        challenge,
-        process_factor,
-        cryptogram,
-        certno=person.certno if certno is None else certno,
-        psn_name=person.psn_name if psn_name is None else psn_name,
-    )
+    return deployment_cards(deployment)
 
 
 async def refused(call: object) -> BusinessError:
@@ -128,7 +75,11 @@ async def test_genuine_cards_of_both_generations_identify_their_holder(
         out = await present(his, card, person, keys, challenge=challenge)
         assert out.baseinfo.psn_no == person.psn_no
         assert out.baseinfo.certno == person.certno and out.baseinfo.psn_name == person.psn_name
-        assert out == await his.person_info_by_id_number(person.certno)
+        # The same answer as by ID number, plus the card proof for 2201 / 2207.
+        assert out.yk_card_proof is not None and len(out.yk_card_proof.cred_ref) == 32
+        by_id = await his.person_info_by_id_number(person.certno)
+        assert by_id.yk_card_proof is None
+        assert msgspec.structs.replace(out, yk_card_proof=None) == by_id
         used = await deployment.fetchval(
             "SELECT used_at IS NOT NULL FROM card_challenges WHERE challenge = $1", challenge
         )

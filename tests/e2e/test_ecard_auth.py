@@ -65,7 +65,11 @@ async def test_genuine_token_identifies_the_person_once(
     issued = await platform.issue(person)
     out = await his.person_info_by_ecard(issued.token_id, issued.qr)
     assert out.baseinfo.psn_no == person.psn_no and out.baseinfo.certno == person.certno
-    assert out == await his.person_info_by_id_number(person.certno)
+    # The same answer as by ID number, plus the card proof for 2201 / 2207.
+    assert out.yk_card_proof is not None and len(out.yk_card_proof.cred_ref) == 32
+    by_id = await his.person_info_by_id_number(person.certno)
+    assert by_id.yk_card_proof is None
+    assert msgspec.structs.replace(out, yk_card_proof=None) == by_id
     burned = await deployment.fetchval(
         "SELECT count(*) FROM ecard_tokens_used WHERE token_id = $1", issued.token_id
     )

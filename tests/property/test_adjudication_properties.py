@@ -104,6 +104,7 @@ def policies(draw: st.DrawFn) -> PolicyParams:
         fund_annual_cap_fen=draw(st.integers(0, 50_000_000)),
         personal_account=draw(st.booleans()),
         account_covers_self_pay=draw(st.booleans()),
+        settle_by_id_number=draw(st.booleans()),
         outpatient=OutpatientPolicy(
             deductible_fen_employed=draw(fen),
             deductible_fen_retired=draw(fen),

@@ -19,7 +19,6 @@ from settlement.cards import (
     ChallengeDecision,
     ChallengeLoad,
     ChallengeRequest,
-    Credential,
     DrawnChallenge,
     EcardClaims,
     Insured,
@@ -34,9 +33,14 @@ from settlement.cards import (
     ext_pairing_refusal,
 )
 from settlement.errors import DomainInvariantViolation
+from settlement.proofs import Credential, IssuedProof
 from settlement.refusals import Refusal, Refused
 
-LIMITS = CardLimits(challenge_ttl_s=60, ecard_lifetime_s_max=60, ecard_clock_skew_s=5)
+LIMITS = CardLimits(
+    challenge_ttl_s=60, ecard_lifetime_s_max=60, ecard_clock_skew_s=5, card_proof_ttl_s=600
+)
+REF = "5eed" * 8  # the cred_ref the engine drew for this 1101
+INSTITUTION = "H51010000001"
 CST = dt.timezone(dt.timedelta(hours=8))
 NOW = dt.datetime(2026, 6, 1, 10, 0, 0, tzinfo=CST)
 TERMINAL, OTHER_TERMINAL = "T-H51010000001-01", "T-H51010000002-01"
@@ -191,12 +195,12 @@ def by_certno() -> PersonInfoRequest:
 
 
 def test_by_id_number_answers_the_person_and_spends_nothing() -> None:
-    d = decide_person_info(by_certno(), PersonInfoLoad(person=HOLDER), NOW, LIMITS)
+    d = decide_person_info(by_certno(), PersonInfoLoad(person=HOLDER), NOW, LIMITS, REF)
     assert d == PersonInfoDecision(person=HOLDER)
 
 
 def test_by_id_number_of_nobody_insured_is_person_not_found() -> None:
-    d = decide_person_info(by_certno(), PersonInfoLoad(), NOW, LIMITS)
+    d = decide_person_info(by_certno(), PersonInfoLoad(), NOW, LIMITS, REF)
     assert d == Refused(
         Refusal.person_not_found, "input.data.mdtrt_cert_no: no insured person found"
     )
@@ -217,6 +221,7 @@ def by_card(
         credential=Credential.card,
         mdtrt_cert_no=mdtrt_cert_no,
         terminal_id=TERMINAL,
+        fixmedins_code=INSTITUTION,
         psn_cert_type=psn_cert_type,
         certno=certno,
         psn_name=psn_name,
@@ -252,6 +257,19 @@ def card_load(
 
 
 BURN = ChallengeBurn(CHALLENGE, NOW)
+# What a successful 1101 by card issues: a reference for (person, terminal,
+# institution), valid the 600 s of LIMITS.
+CARD_PROOF = IssuedProof(
+    cred_ref=REF,
+    credential=Credential.card,
+    psn_no="P1",
+    insuplc_admdvs="510100",
+    terminal_id=TERMINAL,
+    fixmedins_code=INSTITUTION,
+    card_sn=CARD_SN,
+    created_at=NOW,
+    expires_at=NOW + dt.timedelta(seconds=600),
+)
 
 
 def spent(reason: Refusal, message: str) -> PersonInfoDecision:
@@ -259,8 +277,8 @@ def spent(reason: Refusal, message: str) -> PersonInfoDecision:
 
 
 def test_a_genuine_card_answers_its_holder_and_burns_the_challenge() -> None:
-    d = decide_person_info(by_card(), card_load(), NOW, LIMITS)
-    assert d == PersonInfoDecision(person=HOLDER, challenge_burn=BURN)
+    d = decide_person_info(by_card(), card_load(), NOW, LIMITS, REF)
+    assert d == PersonInfoDecision(person=HOLDER, challenge_burn=BURN, proof=CARD_PROOF)
 
 
 @pytest.mark.parametrize(
@@ -307,11 +325,11 @@ def test_refusals_before_the_cryptogram_spend_nothing(
 ) -> None:
     """An unknown card, a challenge that is another terminal's or card's, used or
     expired: refused without a write, so a foreign challenge stays usable."""
-    assert decide_person_info(by_card(), load, NOW, LIMITS) == Refused(reason, message)
+    assert decide_person_info(by_card(), load, NOW, LIMITS, REF) == Refused(reason, message)
 
 
 def test_a_challenge_live_for_one_more_second_is_usable() -> None:
-    d = decide_person_info(by_card(), card_load(challenge=presented(age_s=59)), NOW, LIMITS)
+    d = decide_person_info(by_card(), card_load(challenge=presented(age_s=59)), NOW, LIMITS, REF)
     assert isinstance(d, PersonInfoDecision) and d.refusal is None
 
 
@@ -366,38 +384,38 @@ def test_refusals_from_the_cryptogram_on_still_burn_the_challenge(
     request_: PersonInfoRequest, load: PersonInfoLoad, reason: Refusal, message: str
 ) -> None:
     """Each challenge gets one verdict: once the HSM checked it, every answer spends it."""
-    assert decide_person_info(request_, load, NOW, LIMITS) == spent(reason, message)
+    assert decide_person_info(request_, load, NOW, LIMITS, REF) == spent(reason, message)
 
 
 def test_a_clone_of_a_revoked_expired_card_is_a_clone_first() -> None:
     card = msgspec.structs.replace(CARD, status="revoked", expiry_date=dt.date(2020, 1, 1))
-    d = decide_person_info(by_card(), card_load(card=card, genuine=False), NOW, LIMITS)
+    d = decide_person_info(by_card(), card_load(card=card, genuine=False), NOW, LIMITS, REF)
     assert isinstance(d, PersonInfoDecision) and d.refusal is not None
     assert d.refusal.reason is Refusal.card_cryptogram_mismatch
 
 
 def test_a_card_expiring_today_is_still_valid() -> None:
     card = msgspec.structs.replace(CARD, expiry_date=NOW.date())
-    d = decide_person_info(by_card(), card_load(card=card), NOW, LIMITS)
-    assert d == PersonInfoDecision(person=HOLDER, challenge_burn=BURN)
+    d = decide_person_info(by_card(), card_load(card=card), NOW, LIMITS, REF)
+    assert d == PersonInfoDecision(person=HOLDER, challenge_burn=BURN, proof=CARD_PROOF)
 
 
 def test_holder_fields_not_sent_are_not_compared() -> None:
-    d = decide_person_info(by_card(certno="", psn_name=""), card_load(), NOW, LIMITS)
-    assert d == PersonInfoDecision(person=HOLDER, challenge_burn=BURN)
+    d = decide_person_info(by_card(certno="", psn_name=""), card_load(), NOW, LIMITS, REF)
+    assert d == PersonInfoDecision(person=HOLDER, challenge_burn=BURN, proof=CARD_PROOF)
 
 
 def test_the_burn_is_never_stamped_before_the_challenge_was_issued() -> None:
     """9301 served by an engine whose clock runs ahead: used_at = its created_at."""
     ahead = presented(age_s=-2)  # created 2 s "after" this engine's now
-    d = decide_person_info(by_card(), card_load(challenge=ahead), NOW, LIMITS)
+    d = decide_person_info(by_card(), card_load(challenge=ahead), NOW, LIMITS, REF)
     assert isinstance(d, PersonInfoDecision) and d.challenge_burn is not None
     assert d.challenge_burn.used_at == ahead.created_at
 
 
 def test_by_card_decided_without_the_hsms_verdict_is_a_bug() -> None:
     with pytest.raises(DomainInvariantViolation):
-        decide_person_info(by_card(), card_load(genuine=None), NOW, LIMITS)
+        decide_person_info(by_card(), card_load(genuine=None), NOW, LIMITS, REF)
 
 
 # -- 1101 by e-card -------------------------------------------------------------------------
@@ -427,6 +445,7 @@ def by_ecard(
         credential=Credential.ecard,
         mdtrt_cert_no=mdtrt_cert_no,
         terminal_id=TERMINAL,
+        fixmedins_code=INSTITUTION,
         certno=certno,
         ecard=claims,
     )
@@ -444,8 +463,19 @@ TOKEN_BURN = TokenBurn(
 
 
 def test_a_genuine_current_token_answers_its_person_and_burns_its_id() -> None:
-    d = decide_person_info(by_ecard(), ecard_load(), NOW, LIMITS)
-    assert d == PersonInfoDecision(person=HOLDER, token_burn=TOKEN_BURN)
+    d = decide_person_info(by_ecard(), ecard_load(), NOW, LIMITS, REF)
+    proof = IssuedProof(
+        cred_ref=REF,
+        credential=Credential.ecard,
+        psn_no="P1",
+        insuplc_admdvs="510100",
+        terminal_id=TERMINAL,
+        fixmedins_code=INSTITUTION,
+        card_sn="",
+        created_at=NOW,
+        expires_at=NOW + dt.timedelta(seconds=600),
+    )
+    assert d == PersonInfoDecision(person=HOLDER, token_burn=TOKEN_BURN, proof=proof)
 
 
 NOW_S = int(NOW.timestamp())
@@ -495,18 +525,18 @@ NOW_S = int(NOW.timestamp())
 def test_a_forged_stale_mismatched_or_used_token_burns_nothing(
     request_: PersonInfoRequest, load: PersonInfoLoad, reason: Refusal, message: str
 ) -> None:
-    assert decide_person_info(request_, load, NOW, LIMITS) == Refused(reason, message)
+    assert decide_person_info(request_, load, NOW, LIMITS, REF) == Refused(reason, message)
 
 
 def test_the_clock_skew_allowed_is_inclusive_on_both_ends() -> None:
     for iat in (NOW_S + 5, NOW_S - 65):  # valid from now + skew, until exp + skew
-        d = decide_person_info(by_ecard(iat=iat, exp=iat + 60), ecard_load(), NOW, LIMITS)
+        d = decide_person_info(by_ecard(iat=iat, exp=iat + 60), ecard_load(), NOW, LIMITS, REF)
         assert isinstance(d, PersonInfoDecision) and d.refusal is None, iat
 
 
 def test_a_forged_token_is_a_forgery_before_it_is_stale() -> None:
     stale = by_ecard(iat=NOW_S - 600, exp=NOW_S - 540)
-    d = decide_person_info(stale, ecard_load(genuine=False), NOW, LIMITS)
+    d = decide_person_info(stale, ecard_load(genuine=False), NOW, LIMITS, REF)
     assert isinstance(d, Refused) and d.reason is Refusal.ecard_token_signature_invalid
 
 
@@ -544,10 +574,10 @@ def test_a_forged_token_is_a_forgery_before_it_is_stale() -> None:
 def test_a_genuine_token_whose_person_does_not_match_is_burned_and_refused(
     request_: PersonInfoRequest, load: PersonInfoLoad, reason: Refusal, message: str
 ) -> None:
-    d = decide_person_info(request_, load, NOW, LIMITS)
+    d = decide_person_info(request_, load, NOW, LIMITS, REF)
     assert d == PersonInfoDecision(token_burn=TOKEN_BURN, refusal=Refused(reason, message))
 
 
 def test_by_ecard_decided_without_the_hsms_verdict_is_a_bug() -> None:
     with pytest.raises(DomainInvariantViolation):
-        decide_person_info(by_ecard(), ecard_load(genuine=None), NOW, LIMITS)
+        decide_person_info(by_ecard(), ecard_load(genuine=None), NOW, LIMITS, REF)

@@ -31,11 +31,19 @@ from settlement.outpatient import (
     decide_settle,
 )
 from settlement.policy import Level, PolicyBook
+from settlement.proofs import Credential, Presented
 from settlement.refusals import Refusal, Refused
 
 BOOK = PolicyBook()
 NOW = dt.datetime(2026, 6, 1, 10, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 HOSPITAL = Institution(fixmedins_code="H51010000001", level=Level("3"), inst_type="hospital")
+BY_ID_NUMBER = Presented(
+    credential=Credential.certno,
+    cred_ref="",
+    psn_no="P1",
+    terminal_id="T-H51010000001-01",
+    fixmedins_code="H51010000001",
+)
 JIA = CatalogItem("J", "甲", ItemClass.jia, "201", None, 0)
 YI10 = CatalogItem("Y", "乙10%", ItemClass.yi, "101", None, 1000)
 
@@ -105,7 +113,7 @@ def reason(got: object) -> Refusal:
 def test_register_refusals_come_in_order_and_success_numbers_the_visit() -> None:
     req = RegisterRequest(
         psn_no="P1", insutype="310", insuplc_admdvs="510100", mdtrtarea_admvs="510100",
-        ipt_otp_no="MZ1",
+        ipt_otp_no="MZ1", presented=BY_ID_NUMBER,
     )  # fmt: skip
     ok = RegisterLoad(person(), number_taken=False, visit_seq=7)
     cases = [
@@ -115,13 +123,13 @@ def test_register_refusals_come_in_order_and_success_numbers_the_visit() -> None
         (RegisterLoad(person(), True, 7), Refusal.visit_outpatient_number_duplicate),
     ]
     for load, want in cases:
-        assert reason(decide_register(req, load, NOW)) is want
+        assert reason(decide_register(req, load, BOOK, NOW)) is want
     other_region = RegisterRequest(
         psn_no="P1", insutype="310", insuplc_admdvs="510700", mdtrtarea_admvs="510100",
-        ipt_otp_no="MZ1",
+        ipt_otp_no="MZ1", presented=BY_ID_NUMBER,
     )  # fmt: skip
-    assert reason(decide_register(other_region, ok, NOW)) is Refusal.person_region_mismatch
-    got = decide_register(req, ok, NOW)
+    assert reason(decide_register(other_region, ok, BOOK, NOW)) is Refusal.person_region_mismatch
+    got = decide_register(req, ok, BOOK, NOW)
     assert not isinstance(got, Refused)
     assert got.mdtrt_id == "51010020260601000000000007"
     assert got.state is VisitState.registered

@@ -9,7 +9,10 @@ the decision (settlement.cards.decide_person_info), the write + COMMIT; by ID nu
 which spends nothing, the load alone in autocommit. The write
 spends the challenge or the token id — also for the refusals that must spend it
 (`spent_refusal`), so a refused card keeps its challenge burned and a replay cannot
-reuse it. No msgid is claimed: a credential is single use by itself. Every outcome
+reuse it. A success by card or e-card also writes the card proof (settlement/proofs.py)
+that the answer's `yk_card_proof.cred_ref` names and 2201 / 2207 must carry; its
+reference is drawn from `Services.random_hex`. No msgid is claimed: a credential is
+single use by itself. Every outcome
 after the input was decoded is counted in yikatong_card_auth_total{method, result},
 HSM errors too (then answered 503 by the endpoint).
 """
@@ -21,6 +24,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from card import ecard
+from engine import constants
 from engine.hsm_runtime import result_code_for
 from engine.invariant import InvariantViolation
 from engine.txn.card import proofs
@@ -32,7 +36,6 @@ from hsm.errors import HsmError
 from settlement.cards import (
     ECARD_QR,
     CardAnswer,
-    Credential,
     EcardClaims,
     PersonInfoDecision,
     PersonInfoLoad,
@@ -40,6 +43,7 @@ from settlement.cards import (
     credential_refusal,
     decide_person_info,
 )
+from settlement.proofs import Credential
 from settlement.refusals import Refusal, Refused
 from terminals.messages.card import person_info as person_info_msg
 from terminals.results import ResultCode
@@ -47,7 +51,9 @@ from terminals.results import ResultCode
 INFNO = person_info_msg.INFNO
 
 
-def domain_request(data: person_info_msg.Data, terminal_id: str) -> PersonInfoRequest | Refused:
+def domain_request(
+    data: person_info_msg.Data, terminal_id: str, fixmedins_code: str = ""
+) -> PersonInfoRequest | Refused:
     """The wire's 1101 data as the domain's request; a stray or missing extension and an
     e-card token that is not well formed are refused here, before any I/O."""
     credential = Credential(data.mdtrt_cert_type)  # the CertType pattern allows only these
@@ -78,6 +84,7 @@ def domain_request(data: person_info_msg.Data, terminal_id: str) -> PersonInfoRe
         credential=credential,
         mdtrt_cert_no=data.mdtrt_cert_no,
         terminal_id=terminal_id,
+        fixmedins_code=fixmedins_code,
         psn_cert_type=data.psn_cert_type,
         certno=data.certno,
         psn_name=data.psn_name,
@@ -112,7 +119,7 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
 
     def request(self, ctx: TxContext, inp: Any) -> PersonInfoRequest | Refused:
         data: person_info_msg.Data = inp.data
-        req = domain_request(data, ctx.terminal.terminal_id)
+        req = domain_request(data, ctx.terminal.terminal_id, ctx.terminal.fixmedins_code)
         if isinstance(req, Refused):
             count_auth(ctx, Credential(data.mdtrt_cert_type).name, req)
         return req
@@ -142,7 +149,8 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
     def decide(
         self, ctx: TxContext, req: PersonInfoRequest, load: PersonInfoLoad
     ) -> PersonInfoDecision | Refused:
-        decision = decide_person_info(req, load, ctx.now, LIMITS)
+        cred_ref = ctx.services.random_hex(constants.CARD_PROOF_REF_BYTES)
+        decision = decide_person_info(req, load, ctx.now, LIMITS, cred_ref)
         if isinstance(decision, Refused):
             count_auth(ctx, req.credential.name, decision)
         else:
@@ -157,10 +165,16 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
     ) -> person_info_msg.Output:
         if d.person is None:
             raise InvariantViolation("a 1101 answered without its person")
+        proof = None
+        if d.proof is not None:
+            proof = person_info_msg.CardProof(
+                cred_ref=d.proof.cred_ref, expires_at=f"{d.proof.expires_at:%Y-%m-%d %H:%M:%S}"
+            )
         return person_info_msg.Output(
             baseinfo=base_info(d.person, ctx.now.date()),
             insuinfo=[insu_info(d.person)],
             idetinfo=[],
+            yk_card_proof=proof,
         )
 
     def write_doc(
@@ -184,6 +198,19 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
                 "token_id": t.token_id,
                 "used_at": t.used_at.isoformat(),
                 "expires_at": t.expires_at.isoformat(),
+            }
+        if d.proof is not None:
+            p = d.proof
+            doc["card_proof"] = {
+                "cred_ref": p.cred_ref,
+                "credential": p.credential.value,
+                "psn_no": p.psn_no,
+                "insuplc_admdvs": p.insuplc_admdvs,
+                "terminal_id": p.terminal_id,
+                "fixmedins_code": p.fixmedins_code,
+                "card_sn": p.card_sn or None,
+                "created_at": p.created_at.isoformat(),
+                "expires_at": p.expires_at.isoformat(),
             }
         return doc
 

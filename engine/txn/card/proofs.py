@@ -16,13 +16,13 @@ from settlement.cards import (
     Card,
     CardAnswer,
     ChallengeRequest,
-    Credential,
     DrawnChallenge,
     EcardClaims,
     PersonInfoLoad,
     PersonInfoRequest,
     usable_challenge,
 )
+from settlement.proofs import Credential
 from settlement.refusals import Refused
 
 

@@ -25,6 +25,7 @@ LIMITS = CardLimits(
     challenge_ttl_s=constants.CARD_CHALLENGE_TTL_S,
     ecard_lifetime_s_max=constants.ECARD_TOKEN_LIFETIME_S_MAX,
     ecard_clock_skew_s=constants.ECARD_CLOCK_SKEW_S,
+    card_proof_ttl_s=constants.CARD_PROOF_TTL_S,
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from engine.invariant import InvariantViolation
+from engine.txn.card.credential import presented
 from engine.txn.context import TxContext
 from engine.txn.flow import Flow
 from engine.txn.outpatient.answers import setl_output
@@ -50,6 +51,12 @@ def settle_request(ctx: TxContext, data: Any, *, his_totals: bool) -> SettleRequ
         acct_used=data.acct_used_flag == "1",
         his_totals_fen=totals,
         chrg_bchno=getattr(data, "chrg_bchno", ""),
+        # 2207 moves money: its credential must be proven (2206 only shows the split).
+        presented=(
+            presented(ctx, data.mdtrt_cert_type, data.yk_cred_ref, data.psn_no)
+            if his_totals
+            else None
+        ),
     )
 
 
@@ -68,7 +75,16 @@ class PreSettle(Flow[SettleRequest, SettleLoad, SettleDecision]):
         return settle_request(ctx, inp.data, his_totals=self.his_totals)
 
     def load_args(self, ctx: TxContext, req: SettleRequest) -> tuple[Any, ...]:
-        return (req.mdtrt_id, req.psn_no, ctx.now.year, req.chrg_bchno, self.lock)
+        cred_ref = req.presented.cred_ref if req.presented is not None else ""
+        return (
+            req.mdtrt_id,
+            req.psn_no,
+            ctx.now.year,
+            req.chrg_bchno,
+            self.lock,
+            req.insuplc_admdvs,
+            cred_ref,
+        )
 
     def decide(
         self, ctx: TxContext, req: SettleRequest, load: SettleLoad

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from engine.txn.card.credential import presented
 from engine.txn.context import TxContext
 from engine.txn.flow import Flow
 from engine.txn.wire import field_refusal, wire_datetime
@@ -37,15 +38,22 @@ class Register(Flow[RegisterRequest, RegisterLoad, RegisterDecision]):
             insuplc_admdvs=env.insuplc_admdvs,
             mdtrtarea_admvs=env.mdtrtarea_admvs,
             ipt_otp_no=data.ipt_otp_no,
+            presented=presented(ctx, data.mdtrt_cert_type, data.yk_cred_ref, data.psn_no),
         )
 
     def load_args(self, ctx: TxContext, req: RegisterRequest) -> tuple[Any, ...]:
-        return (ctx.envelope.fixmedins_code, req.psn_no, req.ipt_otp_no)
+        return (
+            ctx.envelope.fixmedins_code,
+            req.psn_no,
+            req.ipt_otp_no,
+            req.insuplc_admdvs,
+            req.presented.cred_ref,
+        )
 
     def decide(
         self, ctx: TxContext, req: RegisterRequest, load: RegisterLoad
     ) -> RegisterDecision | Refused:
-        return decide_register(req, load, ctx.now)
+        return decide_register(req, load, ctx.services.policies, ctx.now)
 
     def output(
         self, ctx: TxContext, req: RegisterRequest, load: RegisterLoad, d: RegisterDecision

@@ -90,7 +90,19 @@ class IdetInfo(Out, frozen=True, kw_only=True):
     endtime: str | None
 
 
+class CardProof(Out, frozen=True, kw_only=True):
+    """yikatong extension of the answer by card (03) or e-card (01): the engine's record
+    that this person's card was proven at this terminal for this institution. A 2201 or
+    2207 by card or e-card carries `cred_ref` as `data.yk_cred_ref`; the engine refuses
+    it once `expires_at` (wire date-time, the engine's clock) has passed, for another
+    person, terminal or institution, or after the card was revoked."""
+
+    cred_ref: str
+    expires_at: str
+
+
 class Output(Out, frozen=True, kw_only=True):
     baseinfo: BaseInfo
     insuinfo: list[InsuInfo]
     idetinfo: list[IdetInfo]
+    yk_card_proof: CardProof | None = None

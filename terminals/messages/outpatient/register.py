@@ -21,6 +21,8 @@ class Data(In, frozen=True, kw_only=True):
     dept_code: f.OptId30 = ""
     dept_name: f.Name100 = ""
     caty: f.Code10 = ""
+    # With mdtrt_cert_type 01 or 03: the 1101's yk_card_proof.cred_ref (1331-1336).
+    yk_cred_ref: f.CredRef = ""
 
 
 class Input(In, frozen=True, kw_only=True):

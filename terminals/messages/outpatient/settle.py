@@ -14,14 +14,16 @@ NAME = "outpatient settlement"
 
 
 class Data(presettle_msg.Data, frozen=True, kw_only=True):
-    """The 2206 fields plus the invoice number and the HIS's own totals, which, when
-    sent, must agree with the engine's split."""
+    """The 2206 fields plus the invoice number, the HIS's own totals, which, when
+    sent, must agree with the engine's split, and the card proof (`yk_cred_ref`)."""
 
     invono: f.Code50 = ""
     fulamt_ownpay_amt: f.Yuan | None = None
     overlmt_selfpay: f.Yuan | None = None
     preselfpay_amt: f.Yuan | None = None
     inscp_scp_amt: f.Yuan | None = None
+    # With mdtrt_cert_type 01 or 03: the 1101's yk_card_proof.cred_ref (1331-1336).
+    yk_cred_ref: f.CredRef = ""
 
 
 class Input(In, frozen=True, kw_only=True):
