@@ -59,6 +59,7 @@ class CancelRequest(Struct, frozen=True, kw_only=True):
     psn_no: str
     insuplc_admdvs: str  # the envelope's
     msgid: str  # the cancelling request's: the cancel entry's reference
+    pharmacy: bool = False  # 2103: only a pharmacy settlement (2208 cancels any)
 
 
 class CancelLoad(Struct, frozen=True):
@@ -98,6 +99,11 @@ def decide_cancel(
         return Refused(
             Refusal.settlement_visit_mismatch,
             f"input.data.setl_id: {req.setl_id} does not belong to this visit and person",
+        )
+    if req.pharmacy and not st.pharmacy:
+        return Refused(
+            Refusal.settlement_not_found,
+            f"input.data.setl_id: {req.setl_id} is not a pharmacy settlement (cancel it with 2208)",
         )
     if st.state is SettlementState.cancelled:
         return Refused(

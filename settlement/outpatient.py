@@ -62,7 +62,7 @@ class Institution(Struct, frozen=True):
     inst_type: str
 
 
-def _check_person(
+def check_person(
     person: Person | None, psn_no: str, insuplc_admdvs: str, insutype: str, field: str
 ) -> Refused | Person:
     if person is None:
@@ -141,7 +141,7 @@ def credential_check(
 def decide_register(
     req: RegisterRequest, load: RegisterLoad, policies: PolicyBook, now: dt.datetime
 ) -> Refused | RegisterDecision:
-    person = _check_person(load.person, req.psn_no, req.insuplc_admdvs, req.insutype, "input.data")
+    person = check_person(load.person, req.psn_no, req.insuplc_admdvs, req.insutype, "input.data")
     if isinstance(person, Refused):
         return person
     bad_credential = credential_check(
@@ -326,7 +326,7 @@ HIS_TOTALS = (
 )
 
 
-def _open_limits(policy: PolicyParams, retired: bool) -> OpenLimits:
+def open_limits(policy: PolicyParams, retired: bool) -> OpenLimits:
     out = policy.outpatient
     return OpenLimits(
         deductible_fen=out.deductible_fen_retired if retired else out.deductible_fen_employed,
@@ -394,48 +394,113 @@ def decide_settle(
         return Refused(
             Refusal.fee_details_none_unsettled, "input.data.mdtrt_id: no unsettled fee details"
         )
-    total_fen = sum(d.det_item_fee_sumamt_fen for d in load.details)
-    if total_fen != req.medfee_sumamt_fen:
-        return Refused(
-            Refusal.medfee_sumamt_mismatch,
-            f"input.data.medfee_sumamt: {fen_to_yuan(req.medfee_sumamt_fen)} differs from the"
-            f" uploaded details' total {fen_to_yuan(total_fen)}",
-        )
-    try:
-        policy = policies.get(person.insuplc_admdvs, person.insutype, now.year)
-    except PolicyNotFound as exc:
-        return Refused(Refusal.policy_not_found, f"insuplc_admdvs: {exc}")
     benefit = (
         Benefit.pharmacy
         if inst.inst_type == "pharmacy" or req.med_type in PHARMACY_MED_TYPES
         else Benefit.outpatient
     )
-    row = load.accumulators
-    acc = Accumulators(
-        year=now.year,
+    return price_settlement(
+        Priced(
+            details=load.details,
+            medfee_sumamt_fen=req.medfee_sumamt_fen,
+            acct_used=req.acct_used,
+            his_totals_fen=req.his_totals_fen,
+            benefit=benefit,
+            field="input.data",
+            what="the uploaded details' total",
+        ),
+        person,
+        load.accumulators,
+        load.setl_seq,
+        policies,
+        inst,
+        now,
+    )
+
+
+def year_accumulators(row: AccumulatorsRow | None, year: int) -> Accumulators:
+    """The person's totals for `year` (all zero before its first settlement)."""
+    return Accumulators(
+        year=year,
         deductible_used_fen=row.deductible_used_fen if row else 0,
         outpatient_fund_paid_fen=row.outpatient_fund_paid_fen if row else 0,
         fund_paid_fen=row.fund_paid_fen if row else 0,
     )
-    facts = PersonFacts(
+
+
+def person_facts(person: Person) -> PersonFacts:
+    return PersonFacts(
         insutype="310" if person.insutype == "310" else "390",
         retired=person.retired,
         acct_balance_fen=person.acct_balance_fen,
     )
-    split = adjudicate(load.details, facts, acc, policy, inst.level, benefit, req.acct_used)
+
+
+class Priced(Struct, frozen=True, kw_only=True):
+    """What a settlement prices: the split lines, and what the request says of them."""
+
+    details: list[DetailSplit]
+    medfee_sumamt_fen: int
+    acct_used: bool
+    his_totals_fen: dict[str, int]
+    benefit: Benefit
+    field: str  # where medfee_sumamt is in the request: "input.data", "input.druginfo"
+    what: str  # what the lines are, for the total's refusal
+
+
+def his_totals_refusal(priced: Priced, split: SettlementSplit) -> Refused | None:
+    """The HIS's own totals, where it sent them, must be the engine's split's."""
     for wire_name, split_name in HIS_TOTALS:
-        sent = req.his_totals_fen.get(wire_name)
+        sent = priced.his_totals_fen.get(wire_name)
         if sent is not None and sent != getattr(split, split_name):
             return Refused(
                 Refusal.medfee_sumamt_mismatch,
-                f"input.data.{wire_name}: {fen_to_yuan(sent)} differs from the engine's split",
+                f"{priced.field}.{wire_name}: {fen_to_yuan(sent)} differs from the engine's split",
             )
+    return None
+
+
+def price_settlement(
+    priced: Priced,
+    person: Person,
+    row: AccumulatorsRow | None,
+    setl_seq: int | None,
+    policies: PolicyBook,
+    inst: Institution,
+    now: dt.datetime,
+) -> Refused | SettleDecision:
+    """The money of a settlement whose parties were checked (2206/2207, 2101/2102): the
+    request's total against the lines', the insured region's policy, the split
+    (DOMAIN.md §4.3-4.4), the HIS's own totals against it, and the postings."""
+    total_fen = sum(d.det_item_fee_sumamt_fen for d in priced.details)
+    if total_fen != priced.medfee_sumamt_fen:
+        return Refused(
+            Refusal.medfee_sumamt_mismatch,
+            f"{priced.field}.medfee_sumamt: {fen_to_yuan(priced.medfee_sumamt_fen)} differs"
+            f" from {priced.what} {fen_to_yuan(total_fen)}",
+        )
+    try:
+        policy = policies.get(person.insuplc_admdvs, person.insutype, now.year)
+    except PolicyNotFound as exc:
+        return Refused(Refusal.policy_not_found, f"insuplc_admdvs: {exc}")
+    split = adjudicate(
+        priced.details,
+        person_facts(person),
+        year_accumulators(row, now.year),
+        policy,
+        inst.level,
+        priced.benefit,
+        priced.acct_used,
+    )
+    disagreement = his_totals_refusal(priced, split)
+    if disagreement is not None:
+        return disagreement
     setl_id = None
-    if load.setl_seq is not None:
-        setl_id = f"{person.insuplc_admdvs}{now:%Y%m%d}{load.setl_seq:012d}"
+    if setl_seq is not None:
+        setl_id = f"{person.insuplc_admdvs}{now:%Y%m%d}{setl_seq:012d}"
     return SettleDecision(
         split=split,
-        benefit=benefit,
+        benefit=priced.benefit,
         policy=policy,
         setl_id=setl_id,
         state=SettlementState.settled,
@@ -449,6 +514,6 @@ def decide_settle(
             cash_fen=split.psn_cash_pay_fen,
         ),
         accumulators_after=split.accumulators_after,
-        open_limits=_open_limits(policy, person.retired),
-        feedetl_sns=[d.feedetl_sn for d in load.details],
+        open_limits=open_limits(policy, person.retired),
+        feedetl_sns=[d.feedetl_sn for d in priced.details],
     )

@@ -63,6 +63,9 @@ from terminals.messages.outpatient import register as register_msg
 from terminals.messages.outpatient import settle as settle_msg
 from terminals.messages.outpatient import unregister as unregister_msg
 from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.pharmacy import cancel as pharmacy_cancel_msg
+from terminals.messages.pharmacy import presettle as pharmacy_presettle_msg
+from terminals.messages.pharmacy import settle as pharmacy_settle_msg
 from terminals.messages.session import sign_in as sign_in_msg
 from terminals.messages.session import sign_out as sign_out_msg
 from terminals.msgid import PLATFORM_TZ, MsgIdFactory
@@ -85,7 +88,9 @@ __all__ = [
 ]
 
 PATH = "/api/v1/tx"
-FINANCIAL_INFNOS = frozenset({settle_msg.INFNO, cancel_msg.INFNO})
+FINANCIAL_INFNOS = frozenset(
+    {settle_msg.INFNO, cancel_msg.INFNO, pharmacy_settle_msg.INFNO, pharmacy_cancel_msg.INFNO}
+)
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
@@ -394,6 +399,38 @@ class Client:
     async def cancel_settlement(self, insuplc_admdvs: str, data: cancel_msg.Data) -> setl.Output:
         request = cancel_msg.Input(data=data)
         return await self.call(request, cancel_msg.Output, insuplc_admdvs=insuplc_admdvs)
+
+    async def pharmacy_pre_settle(
+        self,
+        insuplc_admdvs: str,
+        druginfo: pharmacy_presettle_msg.DrugInfo,
+        drugdetail: Sequence[pharmacy_presettle_msg.DrugDetail],
+    ) -> pharmacy_presettle_msg.Output:
+        """2101; a 2102 `DrugInfo` may be given: its 2102-only fields are not sent."""
+        request = pharmacy_presettle_msg.Input(druginfo=druginfo, drugdetail=list(drugdetail))
+        return await self.call(
+            request,
+            pharmacy_presettle_msg.Output,
+            insuplc_admdvs=insuplc_admdvs,
+            state_changing=False,
+        )
+
+    async def pharmacy_settle(
+        self,
+        insuplc_admdvs: str,
+        druginfo: pharmacy_settle_msg.DrugInfo,
+        drugdetail: Sequence[pharmacy_presettle_msg.DrugDetail],
+    ) -> pharmacy_settle_msg.Output:
+        """2102: the basket settled in one request (a lost answer: OutcomeUnknown)."""
+        request = pharmacy_settle_msg.Input(druginfo=druginfo, drugdetail=list(drugdetail))
+        return await self.call(request, pharmacy_settle_msg.Output, insuplc_admdvs=insuplc_admdvs)
+
+    async def pharmacy_cancel(
+        self, insuplc_admdvs: str, data: pharmacy_cancel_msg.Data
+    ) -> setl.Output:
+        """2103: cancel a pharmacy settlement by its setl_id."""
+        request = pharmacy_cancel_msg.Input(data=data)
+        return await self.call(request, pharmacy_cancel_msg.Output, insuplc_admdvs=insuplc_admdvs)
 
 
 def yuan(value: decimal.Decimal | int | str) -> decimal.Decimal:

@@ -34,6 +34,9 @@ from terminals.messages.outpatient import register as register_msg
 from terminals.messages.outpatient import settle as settle_msg
 from terminals.messages.outpatient import unregister as unregister_msg
 from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.pharmacy import cancel as pharmacy_cancel_msg
+from terminals.messages.pharmacy import presettle as pharmacy_presettle_msg
+from terminals.messages.pharmacy import settle as pharmacy_settle_msg
 from terminals.messages.session import sign_in as sign_in_msg
 from terminals.messages.session import sign_out as sign_out_msg
 
@@ -47,6 +50,9 @@ Request = (
     | presettle_msg.Input
     | settle_msg.Input
     | cancel_msg.Input
+    | pharmacy_presettle_msg.Input
+    | pharmacy_settle_msg.Input
+    | pharmacy_cancel_msg.Input
     | reversal_msg.Input
     | sign_in_msg.Input
     | sign_out_msg.Input
@@ -63,6 +69,9 @@ _MODULES = (
     presettle_msg,
     settle_msg,
     cancel_msg,
+    pharmacy_presettle_msg,
+    pharmacy_settle_msg,
+    pharmacy_cancel_msg,
     reversal_msg,
     sign_in_msg,
     sign_out_msg,

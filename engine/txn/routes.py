@@ -19,6 +19,9 @@ from engine.txn.outpatient import (
     unregister,
     visit,
 )
+from engine.txn.pharmacy import cancel as pharmacy_cancel
+from engine.txn.pharmacy import presettle as pharmacy_presettle
+from engine.txn.pharmacy import settle as pharmacy_settle
 from engine.txn.session import sign_in, sign_out
 from engine.txn.spec import TxSpec
 from terminals.messages import reversal as reversal_msg
@@ -32,6 +35,9 @@ from terminals.messages.outpatient import register as register_msg
 from terminals.messages.outpatient import settle as settle_msg
 from terminals.messages.outpatient import unregister as unregister_msg
 from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.pharmacy import cancel as pharmacy_cancel_msg
+from terminals.messages.pharmacy import presettle as pharmacy_presettle_msg
+from terminals.messages.pharmacy import settle as pharmacy_settle_msg
 from terminals.messages.session import sign_in as sign_in_msg
 from terminals.messages.session import sign_out as sign_out_msg
 
@@ -44,6 +50,9 @@ _FLOWS = (
     TxSpec.of(presettle_msg, presettle.FLOW, names_person=True),
     TxSpec.of(settle_msg, settle.FLOW, names_person=True),
     TxSpec.of(cancel_msg, cancel.FLOW, names_person=True),
+    TxSpec.of(pharmacy_presettle_msg, pharmacy_presettle.FLOW, names_person=True),
+    TxSpec.of(pharmacy_settle_msg, pharmacy_settle.FLOW, names_person=True),
+    TxSpec.of(pharmacy_cancel_msg, pharmacy_cancel.FLOW, names_person=True),
     TxSpec.of(reversal_msg, reversal.FLOW, names_person=True),
     TxSpec.of(sign_in_msg, sign_in.FLOW),
     TxSpec.of(sign_out_msg, sign_out.FLOW),

@@ -49,6 +49,9 @@ class Deployment:
     def hospital(self, index: int = 0) -> Institution:
         return [i for i in self.pop.institutions if i.inst_type == "hospital"][index]
 
+    def pharmacy(self, index: int = 0) -> Institution:
+        return [i for i in self.pop.institutions if i.inst_type == "pharmacy"][index]
+
     def credentials(self, inst: Institution) -> Credentials:
         return Credentials(
             terminal_id=inst.terminal_id,

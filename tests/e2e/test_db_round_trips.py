@@ -36,6 +36,9 @@ from terminals.messages.outpatient import cancel as cancel_msg
 from terminals.messages.outpatient import fees_cancel as fees_cancel_msg
 from terminals.messages.outpatient import settle as settle_msg
 from terminals.messages.outpatient import unregister as unregister_msg
+from terminals.messages.pharmacy import cancel as pharmacy_cancel_msg
+from terminals.messages.pharmacy import presettle as pharmacy_presettle_msg
+from terminals.messages.pharmacy import settle as pharmacy_settle_msg
 from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import fee_line, registration, visit_info
 from tests.pg_wire import RoundTripProxy
@@ -158,6 +161,37 @@ async def reversed_settlement(c: Client, d: Deployment, wire: Wire, n: int) -> N
     assert out.data.rslt == "reversed"
 
 
+async def pharmacy_purchase(d: Deployment, wire: Wire) -> None:
+    """2101 → 2102 → 2103 for a new person at a pharmacy: the basket in the request."""
+    shop = d.pharmacy()
+    person = d.person()
+    line = pharmacy_presettle_msg.DrugDetail(
+        feedetl_sn="0001",
+        fee_ocur_time="2026-11-29 09:30:00",
+        med_list_codg="TJIA0001",
+        medins_list_codg="LTJIA0001",
+        det_item_fee_sumamt=decimal.Decimal("100.00"),
+        cnt=decimal.Decimal(1),
+        pric=decimal.Decimal("100.00"),
+    )
+    info = pharmacy_settle_msg.DrugInfo(
+        psn_no=person.psn_no,
+        mdtrt_cert_type="02",
+        mdtrt_cert_no=person.certno,
+        begntime="2026-11-29 09:30:00",
+        medfee_sumamt=decimal.Decimal("100.00"),
+        insutype=person.insutype,
+    )
+    region = person.insuplc_admdvs
+    async with d.client(shop) as pos:
+        await wire("9001", pos.sign_in())
+        await wire("2101", pos.pharmacy_pre_settle(region, info, [line]))
+        out = await wire("2102", pos.pharmacy_settle(region, info, [line]))
+        setl_id, mdtrt_id = out.setlinfo.setl_id or "", out.setlinfo.mdtrt_id
+        cancel = pharmacy_cancel_msg.Data(setl_id=setl_id, mdtrt_id=mdtrt_id, psn_no=person.psn_no)
+        await wire("2103", pos.pharmacy_cancel(region, cancel))
+
+
 async def test_round_trips_per_infno_match_the_wire_over_outpatient_flows(
     behind_proxy: tuple[Deployment, RoundTripProxy],
 ) -> None:
@@ -172,6 +206,8 @@ async def test_round_trips_per_infno_match_the_wire_over_outpatient_flows(
             await outpatient_visit(c, d, wire, n)
         for n in range(2):
             await reversed_settlement(c, d, wire, n)
+        for _ in range(2):
+            await pharmacy_purchase(d, wire)
         card = d.pop.card(0)
         for _ in range(2):
             await wire("9301", c.card_challenge(card.card_sn))

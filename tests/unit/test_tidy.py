@@ -62,7 +62,6 @@ FUNCTION_LINES_ALLOWANCE: dict[str, int] = {
     "loadtest/baseline.py::run_baseline": 72,
     "loadtest/markdown.py::render": 74,
     "loadtest/run.py::measure": 77,
-    "settlement/outpatient.py::decide_settle": 79,
     "simulators/card/ssse.py::SsseApplication.__init__": 68,
     "simulators/his.py::HisSimulator.visit": 73,
     "simulators/person_draw.py::person_rows": 83,

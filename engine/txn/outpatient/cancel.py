@@ -59,6 +59,7 @@ class CancelSettlement(Flow[CancelRequest, CancelLoaded, CancelDecision]):
     load_function: ClassVar[str] = "yk_load_settlement_cancel"
     write_function: ClassVar[str | None] = "yk_write_settlement_cancel"
     load_type = CancelLoaded
+    pharmacy: ClassVar[bool] = False  # which settlements this code cancels
 
     def request(self, ctx: TxContext, inp: Any) -> CancelRequest | Refused:
         data: cancel_msg.Data = inp.data
@@ -68,6 +69,7 @@ class CancelSettlement(Flow[CancelRequest, CancelLoaded, CancelDecision]):
             psn_no=data.psn_no,
             insuplc_admdvs=ctx.envelope.insuplc_admdvs,
             msgid=ctx.envelope.msgid,
+            pharmacy=self.pharmacy,
         )
 
     def load_args(self, ctx: TxContext, req: CancelRequest) -> tuple[Any, ...]:

@@ -23,8 +23,10 @@ _BP = decimal.Decimal(10000)
 _PROP = decimal.Decimal("0.0001")
 
 
-def _line(i: int, d: fees_msg.FeeDetail) -> FeeLine:
-    prefix = f"feedetail[{i}]"
+def fee_line(d: Any, prefix: str) -> FeeLine:
+    """A 2204 `feedetail` or 2101/2102 `drugdetail` line at `prefix` as the domain's
+    line: money to fen, quantity and price scaled to integers (a field error names
+    the field)."""
     amount_fen = yuan_to_fen(d.det_item_fee_sumamt, f"{prefix}.det_item_fee_sumamt")
     # numeric(16,4) and numeric(16,6) columns: below 10^12 and 10^10 respectively.
     cnt_e4 = scaled_int(d.cnt, 4, f"{prefix}.cnt", limit=10**16 - 1)
@@ -60,13 +62,14 @@ def fees_request(details: list[fees_msg.FeeDetail]) -> FeesRequest | Refused:
             )
         seen.add(d.feedetl_sn)
         try:
-            lines.append(_line(i, d))
+            lines.append(fee_line(d, f"feedetail[{i}]"))
         except MoneyError as exc:
             return field_refusal(exc)
     return FeesRequest(mdtrt_id=first.mdtrt_id, psn_no=first.psn_no, lines=lines)
 
 
-def _result(d: fees_msg.FeeDetail, s: DetailSplit) -> fees_msg.DetailResult:
+def detail_result(d: Any, s: DetailSplit) -> fees_msg.DetailResult:
+    """One line's split as 2204's `result` and 2101/2102's `detlcutinfo` show it."""
     return fees_msg.DetailResult(
         feedetl_sn=d.feedetl_sn,
         det_item_fee_sumamt=fen_to_yuan(s.det_item_fee_sumamt_fen),
@@ -90,6 +93,31 @@ def _result(d: fees_msg.FeeDetail, s: DetailSplit) -> fees_msg.DetailResult:
     )
 
 
+def detail_row(mdtrt_id: str, chrg_bchno: str, w: Any, s: DetailSplit) -> dict[str, Any]:
+    """A `fee_details` row as the write functions take it: the wire line `w` (2204's
+    feedetail, 2102's drugdetail) with its split."""
+    return {
+        "mdtrt_id": mdtrt_id,
+        "feedetl_sn": w.feedetl_sn,
+        "chrg_bchno": chrg_bchno,
+        "med_list_codg": w.med_list_codg,
+        "medins_list_codg": w.medins_list_codg,
+        "cnt": str(w.cnt),
+        "pric": str(w.pric),
+        "fee_ocur_time": w.fee_ocur_time,
+        "det_item_fee_sumamt_fen": s.det_item_fee_sumamt_fen,
+        "fulamt_ownpay_amt_fen": s.fulamt_ownpay_amt_fen,
+        "overlmt_amt_fen": s.overlmt_amt_fen,
+        "preselfpay_amt_fen": s.preselfpay_amt_fen,
+        "inscp_scp_amt_fen": s.inscp_scp_amt_fen,
+        "pric_uplmt_amt_fen": s.pric_uplmt_amt_fen,
+        "selfpay_prop_bp": s.selfpay_prop_bp,
+        "chrgitm_lv": str(s.chrgitm_lv),
+        "memo": s.memo,
+        "detail": msgspec.to_builtins(w),
+    }
+
+
 class Fees(Flow[FeesRequest, FeesLoad, FeesDecision]):
     load_function: ClassVar[str] = "yk_load_outpatient_fees"
     write_function: ClassVar[str | None] = "yk_write_outpatient_fees"
@@ -110,7 +138,9 @@ class Fees(Flow[FeesRequest, FeesLoad, FeesDecision]):
         self, ctx: TxContext, req: FeesRequest, load: FeesLoad, d: FeesDecision
     ) -> fees_msg.Output:
         wire: list[fees_msg.FeeDetail] = ctx.input.feedetail
-        return fees_msg.Output(result=[_result(w, s) for w, s in zip(wire, d.splits, strict=True)])
+        return fees_msg.Output(
+            result=[detail_result(w, s) for w, s in zip(wire, d.splits, strict=True)]
+        )
 
     def write_doc(
         self,
@@ -123,26 +153,7 @@ class Fees(Flow[FeesRequest, FeesLoad, FeesDecision]):
         wire: list[fees_msg.FeeDetail] = ctx.input.feedetail
         return {
             "details": [
-                {
-                    "mdtrt_id": w.mdtrt_id,
-                    "feedetl_sn": w.feedetl_sn,
-                    "chrg_bchno": w.chrg_bchno,
-                    "med_list_codg": w.med_list_codg,
-                    "medins_list_codg": w.medins_list_codg,
-                    "cnt": str(w.cnt),
-                    "pric": str(w.pric),
-                    "fee_ocur_time": w.fee_ocur_time,
-                    "det_item_fee_sumamt_fen": s.det_item_fee_sumamt_fen,
-                    "fulamt_ownpay_amt_fen": s.fulamt_ownpay_amt_fen,
-                    "overlmt_amt_fen": s.overlmt_amt_fen,
-                    "preselfpay_amt_fen": s.preselfpay_amt_fen,
-                    "inscp_scp_amt_fen": s.inscp_scp_amt_fen,
-                    "pric_uplmt_amt_fen": s.pric_uplmt_amt_fen,
-                    "selfpay_prop_bp": s.selfpay_prop_bp,
-                    "chrgitm_lv": str(s.chrgitm_lv),
-                    "memo": s.memo,
-                    "detail": msgspec.to_builtins(w),
-                }
+                detail_row(w.mdtrt_id, w.chrg_bchno, w, s)
                 for w, s in zip(wire, d.splits, strict=True)
             ]
         }
