@@ -210,9 +210,9 @@ class Client:
         refused if it arrives later, and a second reversal answers already_reversed.
         If the reversal itself times out, call reverse() again."""
         original = msgspec.json.decode(unknown.body)
-        data = reversal_msg.Data(
-            psn_no=original["input"]["data"]["psn_no"], omsgid=unknown.msgid, oinfno=unknown.infno
-        )
+        inp = original["input"]
+        part = inp["druginfo"] if "druginfo" in inp else inp["data"]  # 2102 / the others
+        data = reversal_msg.Data(psn_no=part["psn_no"], omsgid=unknown.msgid, oinfno=unknown.infno)
         return await self.call(
             reversal_msg.Input(data=data),
             reversal_msg.Output,

@@ -1,6 +1,6 @@
 """2601 冲正交易 reversal (INFNO 2601): undo a request whose answer was lost, named by
-its msgid (DOMAIN.md §2.9). A 2207 that committed is cancelled exactly as 2208 would
-(settlement.cancellation) and its msgid is marked reversed, so an identical resend is
+its msgid (DOMAIN.md §2.9). A 2207 or 2102 that committed is cancelled exactly as 2208
+or 2103 would (settlement.cancellation) and its msgid is marked reversed, so an identical resend is
 refused rather than answered with the stale settlement; a msgid that never arrived gets
 a tombstone in the idempotency log, so the late original is refused. Reversing twice
 answers `already_reversed` (idempotent from the institution's view). Which codes can be

@@ -1,6 +1,6 @@
 """2601 冲正交易 reversal of a request whose outcome is unknown, by its msgid
-(DOMAIN.md §2.9). yikatong reverses 2207 settlements so far; the national list also
-names 2102, 2103, 2208, 2304, 2305 and 2401. Reversal is idempotent: reversing twice
+(DOMAIN.md §2.9). yikatong reverses the settlements of 2207 (outpatient) and 2102
+(pharmacy) so far; the national list also names 2103, 2208, 2304, 2305 and 2401. Reversal is idempotent: reversing twice
 answers `already_reversed`; reversing a msgid that never arrived leaves a tombstone so
 that the late original is refused."""
 
@@ -13,7 +13,7 @@ from terminals.messages.base import In, Out
 
 INFNO = "2601"
 NAME = "reversal"
-REVERSIBLE = frozenset({"2207"})
+REVERSIBLE = frozenset({"2207", "2102"})
 NATIONALLY_REVERSIBLE = frozenset({"2102", "2103", "2207", "2208", "2304", "2305", "2401"})
 
 

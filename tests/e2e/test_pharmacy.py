@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from simulators.population import Person
-from terminals.client import BusinessError, Client, yuan
+from terminals.client import BusinessError, Client, OutcomeUnknown, yuan
 from terminals.messages.pharmacy import cancel as pharmacy_cancel_msg
 from terminals.messages.pharmacy import presettle as pharmacy_presettle_msg
 from terminals.messages.pharmacy import settle as pharmacy_settle_msg
@@ -261,5 +261,43 @@ async def test_one_person_at_two_pharmacies_and_a_hospital_at_once_never_overdra
         person.psn_no,
     )
     assert paid == fund_total
+    report = await deployment.ledger()
+    assert report.balanced, report.violations
+
+
+async def test_a_lost_2102_is_reversed_once_and_a_reversal_before_it_refuses_it(
+    deployment: Deployment, pos: Client
+) -> None:
+    """The POS lost the answer of a purchase: 2601 undoes it to the fen, a second 2601
+    answers already_reversed, the resend is refused; a 2601 that overtakes its 2102
+    leaves a tombstone and the late 2102 is refused and buys nothing."""
+    person = deployment.person(employee=True)
+    region = person.insuplc_admdvs
+    lines = drugs(BASKET[:2])
+    request = pharmacy_settle_msg.Input(druginfo=druginfo(person, lines), drugdetail=lines)
+    msgid = await pos.msgids.next()
+    body = pos.envelope(msgid, request, region)
+    status, _ = await pos.post(body)  # its answer "lost"
+    assert status == 200
+    lost = OutcomeUnknown("2102", msgid, body, TimeoutError())
+    out = await pos.reverse(lost)
+    assert out.data.rslt == "reversed" and out.data.setl_id
+    assert (await pos.reverse(lost)).data.rslt == "already_reversed"
+    with pytest.raises(BusinessError) as err:
+        await pos.resend(lost, pharmacy_settle_msg.Output)
+    assert err.value.code is ResultCode.msgid_reversed
+    balance = await deployment.fetchval(
+        "SELECT acct_balance_fen FROM persons WHERE psn_no = $1", person.psn_no
+    )
+    assert balance == person.acct_balance_fen
+
+    late_msgid = await pos.msgids.next()
+    late = pos.envelope(late_msgid, request, region)
+    first = await pos.reverse(OutcomeUnknown("2102", late_msgid, late, TimeoutError()))
+    assert (first.data.rslt, first.data.setl_id) == ("tombstoned", None)
+    before = await money_state(deployment)
+    status, raw = await pos.post(late)
+    assert status == 200 and b'"yk_result":"msgid_reversed"' in raw
+    assert await money_state(deployment) == before
     report = await deployment.ledger()
     assert report.balanced, report.violations

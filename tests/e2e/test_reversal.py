@@ -1,7 +1,8 @@
 """2601 reversal through the SDK: a settlement whose answer was lost is undone once,
 a reversal that overtakes its original leaves a tombstone that refuses the late
 original, reversal is idempotent (also after a 2208 cancelled the settlement), a
-reversal naming another person changes nothing, and only 2207 is reversible so far."""
+reversal naming another person changes nothing, and only 2207 and 2102 are reversible so
+far (2102's own reversals are in test_pharmacy)."""
 
 from __future__ import annotations
 
