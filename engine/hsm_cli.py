@@ -6,9 +6,18 @@ list) a PKCS#11 token.
     yikatong hsm list                  labels, versions, types, usages, check values
     yikatong hsm import --kek L --label L --version N --usage U BLOCK|-
     yikatong hsm export --kek L --label L [--version N]   wrapped, for backup
+    yikatong hsm export --kek KBPK --terminal-id T        terminal T's MAC key, wrapped
+    yikatong hsm install-terminal-key --key-file F --kbpk-file K BLOCK|-
 
 Values are never printed: listings show check values only, import and export take
 and give TR-31 / X9.143 key blocks wrapped under a key-encryption key.
+
+`export --terminal-id` gives the terminal's request-signing key (derived from the
+terminal MAC master, never stored) as a version D block with a MAC key's header (M7,
+HMAC, mode C, not exportable), wrapped under that terminal's KBPK. On the terminal,
+`install-terminal-key` checks the block under the terminal's copy of the KBPK (a 0600
+file) and writes it to the terminal's key file, still wrapped, mode 0600
+(terminals.keyfile); it needs neither a configuration nor a master key.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from hsm.errors import HsmError
 from hsm.keystore import KeyStore, KeyStoreError, load_master_key, new_master_key_hex
 from hsm.pkcs11 import Pkcs11Hsm
 from hsm.protocol import KeyInfo
+from terminals.keyfile import KeyFileError, install_terminal_key
 
 
 class HsmCommandError(Exception):
@@ -53,8 +63,21 @@ def add_commands(
     imp.add_argument("block", help="the key block, or - to read it from standard input")
     exp = with_config(actions.add_parser("export", help="export a key wrapped, for backup"))
     exp.add_argument("--kek", required=True)
-    exp.add_argument("--label", required=True)
+    which = exp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--label", help="a key of the key file")
+    which.add_argument("--terminal-id", help="that terminal's MAC key, for key injection")
     exp.add_argument("--version", type=int)
+    inst = with_config(
+        actions.add_parser(
+            "install-terminal-key",
+            help="on a terminal: store its MAC key from a key block, still wrapped",
+        )
+    )
+    inst.add_argument("--key-file", required=True, type=Path, help="the terminal's key file")
+    inst.add_argument(
+        "--kbpk-file", required=True, type=Path, help="the terminal's KBPK, hex, mode 0600"
+    )
+    inst.add_argument("block", help="the key block, or - to read it from standard input")
 
 
 def _master(cfg: Config) -> bytes:
@@ -65,13 +88,20 @@ def _master(cfg: Config) -> bytes:
 def run(cfg: Config, args: argparse.Namespace) -> None:
     try:
         _run(cfg, args)
-    except (KeyStoreError, HsmError) as exc:
+    except (KeyStoreError, HsmError, KeyFileError) as exc:
         raise HsmCommandError(str(exc)) from exc
+
+
+def _block_argument(text: str) -> str:
+    return sys.stdin.read().strip() if text == "-" else text
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
     if args.hsm_command == "new-master-key":
         print(new_master_key_hex())
+        return
+    if args.hsm_command == "install-terminal-key":
+        _install_terminal_key(args)
         return
     if cfg.hsm.backend != "soft":
         asyncio.run(_run_on_hsm(cfg, args))
@@ -91,7 +121,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     if args.hsm_command == "list":
         _print(store)
     elif args.hsm_command == "import":
-        block = sys.stdin.read().strip() if args.block == "-" else args.block
+        block = _block_argument(args.block)
         new = soft_admin.import_key_block(
             store,
             kek_label=args.kek,
@@ -103,11 +133,34 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
         store.save(key_file, master)
         print(f"imported {new.label} v{new.version} {new.key_type} KCV {new.check_value}")
     else:
-        print(
-            soft_admin.export_key_block(
-                store, kek_label=args.kek, label=args.label, version=args.version
-            )
+        print(_export(cfg, store, args))
+
+
+def _install_terminal_key(args: argparse.Namespace) -> None:
+    installed = install_terminal_key(_block_argument(args.block), args.key_file, args.kbpk_file)
+    print(
+        f"installed a {installed.key_bytes}-byte terminal MAC key (version"
+        f" {installed.key_version}, mode {installed.mode_of_use}) in {installed.path},"
+        " wrapped under the KBPK"
+    )
+
+
+def _export(cfg: Config, store: KeyStore, args: argparse.Namespace) -> str:
+    if args.terminal_id is None:
+        return soft_admin.export_key_block(
+            store, kek_label=args.kek, label=args.label, version=args.version
         )
+    if args.version is not None:
+        raise HsmCommandError(
+            "--version names a version of --label; a terminal key's version is its"
+            " MAC master's (the newest)"
+        )
+    return soft_admin.export_terminal_key_block(
+        store,
+        kek_label=args.kek,
+        master_label=cfg.hsm.terminal_mac_master,
+        terminal_id=args.terminal_id,
+    )
 
 
 async def _run_on_hsm(cfg: Config, args: argparse.Namespace) -> None:

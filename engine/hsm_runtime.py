@@ -42,6 +42,16 @@ terminal MAC master (a verification of an empty signature, which must answer Fal
 so /readyz fails with the reason while the key everything depends on is missing or
 unusable, and recovers by itself once it is fixed; a misconfigured card key is logged
 and answered 9004 but leaves the engine ready for the transactions that do not use it.
+
+Secrets in the environment: `open_hsm` reads the soft master key
+(YIKATONG_HSM_MASTER_KEY) or the PKCS#11 PIN (YIKATONG_HSM_PKCS11_PIN) once and then
+removes both from os.environ (`ENVIRON_SECRETS`), so that no process the engine starts
+later (the embedded PostgreSQL, above all, which runs as another OS user) can inherit
+them; every child is also started with `hsm.secret_guard.child_env()`. That is safe
+because nothing reads them again: the backend keeps what it needs (the soft key store,
+the PKCS#11 session's PIN for a re-login) in memory, and the configuration was decoded
+before. A master key file (hsm.master_key_file, mode 0600) keeps the key out of the
+environment altogether; docs/SECURITY.md.
 """
 
 from __future__ import annotations
@@ -58,16 +68,18 @@ from typing import Any, TypeVar
 
 from engine.config import HsmConfig
 from hsm.errors import HsmError, HsmInputError, HsmMisconfigured, HsmUnavailable
-from hsm.keystore import KeyStore, KeyStoreError, load_master_key
+from hsm.keystore import MASTER_KEY_ENV, KeyStore, KeyStoreError, load_master_key
 from hsm.pkcs11 import Pkcs11Hsm
 from hsm.pkcs11_worker import Pkcs11Error
 from hsm.protocol import Hsm, KeyRef
 from hsm.remote import RemoteHsm
+from hsm.secret_guard import drop_from_environ
 from hsm.soft import SoftHsm
 from terminals.results import ResultCode
 
 T = TypeVar("T")
 PKCS11_PIN_ENV = "YIKATONG_HSM_PKCS11_PIN"
+ENVIRON_SECRETS = (MASTER_KEY_ENV, PKCS11_PIN_ENV)  # read once by open_hsm, then dropped
 PKCS11_OPEN_DEADLINE_S = 10.0  # loading the module and logging in
 REPORT_INTERVAL_S = 60.0  # one log line per kind and message per interval
 REPORTED_MAX = 64  # distinct messages remembered for that; the oldest is forgotten
@@ -80,6 +92,15 @@ class HsmSetupError(Exception):
 
 
 async def open_hsm(cfg: HsmConfig) -> Hsm:
+    """The configured backend, opened; the environment's HSM secrets are gone from
+    os.environ afterwards, whether or not the opening succeeded (module docstring)."""
+    try:
+        return await _open_hsm(cfg)
+    finally:
+        drop_from_environ(ENVIRON_SECRETS)
+
+
+async def _open_hsm(cfg: HsmConfig) -> Hsm:
     if cfg.backend == "pkcs11":
         pin = os.environ.get(PKCS11_PIN_ENV)
         if not pin:

@@ -8,9 +8,16 @@ File format (JSON, one object):
 
 `ciphertext` is AES-256-GCM under the 32-byte master key with the format string as
 associated data; the plaintext is the JSON list of entries (label, version, type,
-usage, key material, check value). The master key comes from the environment
-(`YIKATONG_HSM_MASTER_KEY`, 64 hex digits) or from a file holding the same. Writes go
-to a temporary file that replaces the old one atomically (mode 0600).
+usage, key material, check value). The master key (64 hex digits) comes from a file
+(the configured `hsm.master_key_file`, else `YIKATONG_HSM_MASTER_KEY_FILE`) or, for
+development, from `YIKATONG_HSM_MASTER_KEY` itself. Writes go to a temporary file
+that replaces the old one atomically (mode 0600).
+
+Both files must be private (hsm.secret_guard): a master key file or key file that
+group or others may read or write, or that another user owns, is refused with its
+path and mode. The key file is first checked for being a key file at all (JSON of
+this format, a nonce and a ciphertext), so a wrong file is named as such, then for
+its mode, and only then does the master key touch it.
 
 Entries' `repr` never shows key material (STYLE.md §10); only the backend that holds
 the store reads `material`.
@@ -32,8 +39,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hsm.secret_guard import PrivateFileError, check_private, read_private_file, write_private_file
+
 FORMAT = "yikatong-keyfile/1"
 MASTER_KEY_ENV = "YIKATONG_HSM_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "YIKATONG_HSM_MASTER_KEY_FILE"  # = config hsm.master_key_file
 MASTER_KEY_BYTES = 32
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -100,15 +110,31 @@ def parse_master_key(text: str, source: str) -> bytes:
     return key
 
 
+def read_master_key_file(path: Path) -> bytes:
+    """The master key in `path`, a file private to its owner (mode 0600 or 0400)."""
+    try:
+        raw = read_private_file(path, "master key file")
+    except PrivateFileError as exc:
+        raise KeyStoreError(str(exc)) from exc
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyStoreError(f"master key from {path} is not hexadecimal") from None
+    return parse_master_key(text, str(path))
+
+
 def load_master_key(env: Mapping[str, str], path: Path | None = None) -> bytes:
-    """The master key from `path` if given, else from YIKATONG_HSM_MASTER_KEY."""
+    """The master key from `path` if given, else from the file named by
+    YIKATONG_HSM_MASTER_KEY_FILE, else from YIKATONG_HSM_MASTER_KEY."""
+    if path is None and env.get(MASTER_KEY_FILE_ENV):
+        path = Path(env[MASTER_KEY_FILE_ENV])
     if path is not None:
-        try:
-            return parse_master_key(path.read_text(), str(path))
-        except OSError as exc:
-            raise KeyStoreError(f"cannot read master key file {path}: {exc.strerror}") from exc
+        return read_master_key_file(path)
     if MASTER_KEY_ENV not in env:
-        raise KeyStoreError(f"no master key: set {MASTER_KEY_ENV} or configure a master key file")
+        raise KeyStoreError(
+            f"no master key: configure a master key file (hsm.master_key_file or"
+            f" {MASTER_KEY_FILE_ENV}, mode 0600) or set {MASTER_KEY_ENV}"
+        )
     return parse_master_key(env[MASTER_KEY_ENV], MASTER_KEY_ENV)
 
 
@@ -189,20 +215,18 @@ class KeyStore:
         nonce = secrets.token_bytes(12)
         sealed = AESGCM(master_key).encrypt(nonce, plaintext, FORMAT.encode())
         document = json.dumps({"format": FORMAT, "nonce": _b64(nonce), "ciphertext": _b64(sealed)})
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(document)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        write_private_file(path, document.encode())
 
     @classmethod
     def load(cls, path: Path, master_key: bytes) -> KeyStore:
         try:
-            document = json.loads(path.read_bytes())
+            with path.open("rb") as file:
+                st = os.fstat(file.fileno())
+                raw = file.read()
         except OSError as exc:
             raise KeyStoreError(f"cannot read key file {path}: {exc.strerror}") from exc
+        try:
+            document = json.loads(raw)
         except ValueError:
             raise KeyStoreError(f"key file {path} is not JSON") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -211,6 +235,10 @@ class KeyStore:
         sealed = _unb64(document.get("ciphertext"), "ciphertext")
         if len(nonce) != 12:
             raise KeyStoreError("key file: nonce must be 12 bytes")
+        try:
+            check_private(path, st, "key file")
+        except PrivateFileError as exc:
+            raise KeyStoreError(str(exc)) from exc
         try:
             plaintext = AESGCM(master_key).decrypt(nonce, sealed, FORMAT.encode())
         except InvalidTag:

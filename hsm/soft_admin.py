@@ -1,7 +1,9 @@
 """Key management for the soft backend's key file: the demo key hierarchy
 (`yikatong hsm init`), listing, and importing keys that arrive wrapped in TR-31 /
 X9.143 key blocks under a key-encryption key already in the file — keys never arrive
-or leave in clear; export is for backup only and wrapped the same way.
+or leave in clear; export is for backup only and wrapped the same way, except a
+terminal's MAC key, which is derived (hsm.terminalkeys), never stored, and exported
+wrapped under that terminal's KBPK for key injection (`export_terminal_key_block`).
 
 The demo hierarchy (random keys, one version each):
 
@@ -29,6 +31,7 @@ from hsm.ciphers import KcvMethod, kcv
 from hsm.errors import KeyTypeError
 from hsm.keys import Algorithm, SecretKey, aes, sm4, tdes
 from hsm.keystore import KeyEntry, KeyStore, KeyType
+from hsm.terminalkeys import derive_terminal_mac_key
 from hsm.tr31_header import KeyBlockHeader
 
 _SECRET_KEY = {
@@ -145,5 +148,43 @@ def export_key_block(
         mode_of_use="B",
         key_version=f"{source.version % 100:02d}",
         exportability="E",
+    )
+    return tr31.wrap(kek, header, key)
+
+
+# A terminal's request-signing key travels as an HMAC key (usage M7, algorithm H) that
+# the terminal may use to generate and verify MACs (mode C), and may not export again.
+TERMINAL_KEY_USAGE, TERMINAL_KEY_ALGORITHM, TERMINAL_KEY_MODE = "M7", "H", "C"
+
+
+def export_terminal_key_block(
+    store: KeyStore,
+    *,
+    kek_label: str,
+    master_label: str,
+    terminal_id: str,
+    kek_version: int | None = None,
+) -> str:
+    """Terminal `terminal_id`'s MAC key (derived from the MAC master `master_label`)
+    wrapped under the KBPK `kek_label` in a version D block: usage M7 (HMAC), algorithm
+    H, mode C, exportability N. HMAC keys travel only in version D blocks, so the KBPK
+    must be an AES key."""
+    kek = _kek(store, kek_label, kek_version)
+    if kek.algorithm is not Algorithm.AES:
+        raise KeyTypeError(
+            f"key {kek_label} is a {kek.algorithm} key: a terminal's HMAC key travels only"
+            " in a version D block, under an AES KBPK"
+        )
+    master = store.get(master_label)
+    if master.key_type not in (KeyType.aes128, KeyType.aes256):
+        raise KeyTypeError(f"key {master_label} is a {master.key_type} key, not an AES MAC master")
+    key = derive_terminal_mac_key(aes(master.material), terminal_id)
+    header = KeyBlockHeader(
+        version="D",
+        key_usage=TERMINAL_KEY_USAGE,
+        algorithm=TERMINAL_KEY_ALGORITHM,
+        mode_of_use=TERMINAL_KEY_MODE,
+        key_version=f"{master.version % 100:02d}",
+        exportability="N",
     )
     return tr31.wrap(kek, header, key)

@@ -10,15 +10,17 @@ card-slot<N>.log next to it) and returns once pcscd reports the card present; `r
 stops that process and returns once pcscd reports the slot empty. `status` shows both.
 
 Every wait has a deadline (`--timeout`); a failure exits non-zero with one line saying
-what to do. Cards are made by `simulators.card.factory.build_card` with the issuer
-masters of the demo key file (YIKATONG_HSM_KEY_FILE / YIKATONG_HSM_MASTER_KEY, as for
-`yikatong serve`).
+what to do. A card's keys are derived here from the issuer masters of the demo key
+file (YIKATONG_HSM_KEY_FILE and its master key, as for `yikatong serve`) and handed
+to the vpicc process through a pipe; the vpicc and pcscd processes get an environment
+without secrets (hsm.secret_guard.child_env), so neither ever holds the master key.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -29,14 +31,18 @@ import msgspec
 
 from card.pcsc import PcscReader, list_readers
 from card.reader import ReaderError
+from hsm.keystore import KeyStoreError
+from hsm.secret_guard import child_env
 from simulators.card.app import CardMode
 from simulators.pcscd import (
+    MASKER_STOP_TIMEOUT_S,
     PcscdError,
     PcscdInfo,
     PcscdManager,
     pid_alive,
     remove_stale_files,
     stop_pid,
+    wait_pid_gone,
 )
 from simulators.vpicc import VPCD_PORT, VPCD_SLOTS
 
@@ -85,7 +91,11 @@ def add_card_commands(sims: Any) -> None:
         action="store_true",
         help="run in the host network namespace (vpcd then listens on 0.0.0.0)",
     )
-    start.add_argument("--debug", action="store_true", help="log every APDU (pcscd -d -a)")
+    start.add_argument(
+        "--debug",
+        action="store_true",
+        help="log every APDU (pcscd -d -a), PIN data masked, to a 0600 log",
+    )
     stop = pactions.add_parser("stop", help="stop the pcscd that `start` started")
     for parser in (start, stop):
         parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
@@ -140,9 +150,13 @@ def stop_pcscd(args: argparse.Namespace) -> None:
         return
     try:
         stop_pid(info.pid)
+        remove_stale_files()  # ours only: a clean exit removes them itself, a SIGKILL not
+        if info.log_filter_pid is not None and not wait_pid_gone(
+            info.log_filter_pid, MASKER_STOP_TIMEOUT_S
+        ):
+            stop_pid(info.log_filter_pid)  # it ends by itself once pcscd's output closes
     except PcscdError as exc:
         raise _fail(str(exc)) from None
-    remove_stale_files()  # a clean exit removes them itself; a SIGKILL does not
     info_path.unlink(missing_ok=True)
     print(f"pcscd {info.pid} stopped")
 
@@ -184,6 +198,40 @@ def _vpcd_reader(names: list[str], slot: int) -> str | None:
     return None
 
 
+def _card_keys(args: argparse.Namespace) -> bytes | None:
+    """The keys of the card to insert, for its vpicc's stdin (None: a clone, which
+    invents its own)."""
+    if args.mode == CardMode.clone.value:
+        return None
+    from simulators.card.keys import IssuerMasters, card_keys
+    from simulators.population import generate
+    from simulators.vpicc import encode_card_keys
+
+    try:
+        masters = IssuerMasters.from_env()
+    except KeyStoreError as exc:
+        raise _fail(f"cannot personalise the card: {exc}") from None
+    card = generate(args.seed, args.persons).card(args.index)
+    return encode_card_keys(card_keys(masters, card))
+
+
+def _start_vpicc(command: list[str], keys: bytes | None, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [*command, *(("--card-keys", "-") if keys is not None else ())],
+            stdin=subprocess.PIPE if keys is not None else subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=child_env(),
+        )
+    if keys is not None and proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):  # it died at once: `insert` reports it
+            proc.stdin.write(keys)
+        proc.stdin.close()
+    return proc
+
+
 def insert_card(args: argparse.Namespace) -> None:
     if not 0 <= args.index < args.persons:
         raise _fail(f"--index must be in 0..{args.persons - 1}")
@@ -194,6 +242,7 @@ def insert_card(args: argparse.Namespace) -> None:
             f" run `yikatong sim card remove --slot {args.slot}` first"
         )
     reader_name, port = slot_reader(args.run_dir, args.slot)
+    keys = _card_keys(args)
     with PcscReader(reader_name) as reader:
         if reader.card_present():
             raise _fail(f"{reader_name} already holds a card that yikatong did not insert")
@@ -204,14 +253,7 @@ def insert_card(args: argparse.Namespace) -> None:
             *("--mode", args.mode, "--seed", str(args.seed), "--persons", str(args.persons)),
             *("--slot", str(args.slot), "--port", str(port)),
         ]
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = _start_vpicc(command, keys, log_path)
         card = SlotCard(proc.pid, args.slot, args.index, args.mode, args.seed, args.persons, port)
         _slot_path(args.run_dir, args.slot).write_bytes(msgspec.json.encode(card))
         end = time.monotonic() + args.timeout

@@ -19,7 +19,10 @@ Invariants:
 
 Run as a program: `python -m simulators.hsm_server --port 1500` (key file and master key
 as for the engine), on uvloop as the engine runs; `add_arguments` and `run` let the
-`yikatong sim hsm` command reuse it.
+`yikatong sim hsm` command reuse it. `--master-key-file -` reads the master key from
+standard input, which is how `spawn` starts it: the process gets the key through a
+pipe and an environment without secrets (hsm.secret_guard.child_env), and a master
+key it did read from YIKATONG_HSM_MASTER_KEY is dropped from its environment.
 """
 
 from __future__ import annotations
@@ -30,15 +33,24 @@ import contextlib
 import enum
 import logging
 import os
+import select
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvloop
 
 from hsm.errors import HsmError
-from hsm.keystore import KeyStore, KeyStoreError, load_master_key
+from hsm.keystore import (
+    MASTER_KEY_ENV,
+    KeyStore,
+    KeyStoreError,
+    load_master_key,
+    parse_master_key,
+)
 from hsm.protocol import Hsm
 from hsm.remote_wire import (
     MAX_MESSAGE_BYTES,
@@ -55,6 +67,7 @@ from hsm.remote_wire import (
     read_payload,
     reply_code,
 )
+from hsm.secret_guard import child_env, drop_from_environ
 from hsm.soft import SoftHsm
 
 HOST_DEFAULT = "127.0.0.1"
@@ -62,6 +75,8 @@ PORT_DEFAULT = 1500  # payShield's host port
 MAX_CONNECTIONS_DEFAULT = 64
 HSM_DEADLINE_S = 5.0  # handed to the backend; the soft backend answers in microseconds
 CLOSE_GRACE_S = 2.0
+SPAWN_TIMEOUT_S = 20.0  # `spawn`: until the child says it listens
+MASTER_KEY_LINE_MAX = 128  # `--master-key-file -`: 64 hex digits and a newline
 EXIT_HSM = 4  # as the engine: the key file or master key cannot be used
 
 log = logging.getLogger(__name__)
@@ -254,7 +269,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="soft-HSM key file (default $YIKATONG_HSM_KEY_FILE or var/hsm/keys.json)",
     )
     parser.add_argument(
-        "--master-key-file", default="", help="file with the master key (else the environment)"
+        "--master-key-file",
+        default="",
+        help="file with the master key, mode 0600, or - for standard input (else the environment)",
     )
     parser.add_argument("--latency-ms", type=int, default=0, help="delay every answer")
     parser.add_argument(
@@ -267,8 +284,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> None:
     """Serve until SIGINT or SIGTERM, then close gracefully. KeyStoreError if the key
     file or master key cannot be used."""
-    master_file = Path(args.master_key_file) if args.master_key_file else None
-    store = KeyStore.load(Path(args.key_file), load_master_key(os.environ, master_file))
+    store = KeyStore.load(Path(args.key_file), _master_key(args.master_key_file))
     server = await serve(
         SoftHsm(store),
         args.host,
@@ -287,6 +303,67 @@ async def run(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await server.close()
+
+
+def _master_key(master_key_file: str) -> bytes:
+    if master_key_file == "-":
+        return parse_master_key(sys.stdin.readline(MASTER_KEY_LINE_MAX), "standard input")
+    try:
+        return load_master_key(os.environ, Path(master_key_file) if master_key_file else None)
+    finally:
+        drop_from_environ([MASTER_KEY_ENV])
+
+
+def spawn(
+    key_file: Path,
+    master_key: bytes,
+    *,
+    host: str = HOST_DEFAULT,
+    port: int,
+    extra_args: Sequence[str] = (),
+    timeout_s: float = SPAWN_TIMEOUT_S,
+) -> subprocess.Popen[bytes]:
+    """`python -m simulators.hsm_server` as a child process, given the master key
+    through a pipe and an environment without secrets; returns once it listens (its
+    stdout stays a pipe: the caller reads or closes it). The caller stops it."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "simulators.hsm_server", "--master-key-file", "-"),
+            *("--key-file", str(key_file), "--host", host, "--port", str(port), *extra_args),
+        ],
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    if proc.stdin is None or proc.stdout is None:  # both were asked for as pipes
+        raise AssertionError("spawn: the child has no pipes")
+    try:
+        proc.stdin.write(master_key.hex().encode() + b"\n")
+        proc.stdin.close()
+        _wait_listening(proc, time.monotonic() + timeout_s)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Read the child's first line within the deadline: "... listening on ..."."""
+    if proc.stdout is None:
+        raise AssertionError("spawn: the child has no stdout pipe")
+    fd = proc.stdout.fileno()
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError("the HSM simulator did not start listening in time")
+        chunk = os.read(fd, 256)
+        if not chunk:
+            raise RuntimeError(f"the HSM simulator exited while starting: {line!r}")
+        line += chunk
+    if b"listening on" not in line:
+        raise RuntimeError(f"the HSM simulator did not start: {line!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,9 +3,11 @@
 A real terminal receives its request-signing key once, at key injection, wrapped in
 a key block. The simulators stand in for that step: they read the terminal MAC
 master from the demo key file (the same file the engine's soft HSM uses, with the
-master key from YIKATONG_HSM_MASTER_KEY) and derive each terminal's key with the
-same function the HSM uses (hsm.terminalkeys). Test rigs only: production code never
-sees a terminal key.
+master key from the 0600 file named by YIKATONG_HSM_MASTER_KEY_FILE, else from
+YIKATONG_HSM_MASTER_KEY: hsm.keystore.load_master_key) and derive each terminal's
+key with the same function the HSM uses (hsm.terminalkeys). Test rigs only:
+production code never sees a terminal key (a terminal installs its own, wrapped:
+terminals.keyfile).
 """
 
 from __future__ import annotations

@@ -3,8 +3,11 @@
 engine as a subprocess on a free loopback port, `yikatong ...` commands run against the
 same environment, and a clean stop that leaves no postgres behind.
 
-The master key of the key file lives only in the environment of this rig's
-processes, generated per run.
+The master key of the key file is generated per run and lives in a file of the rig's
+directory, mode 0600 (`master_key_file`), named to the rig's processes by
+YIKATONG_HSM_MASTER_KEY_FILE: never in an environment. `env` is what the rig's engine
+and `yikatong` commands get: our environment without secrets and without YIKATONG_*
+settings (hsm.secret_guard.child_env), plus the rig's own settings.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
+
+from hsm.keystore import MASTER_KEY_FILE_ENV
+from hsm.secret_guard import child_env, write_private_file
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -72,15 +78,19 @@ class EngineRig:
         self.log_path = directory / "engine.log"
         self.port = int(os.environ.get("YIKATONG_SERVER_PORT") or free_port())
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("YIKATONG_")},
-            "YIKATONG_SERVER_PORT": str(self.port),
-            "YIKATONG_SERVER_ACCESS_LOG": "false",
-            "YIKATONG_DATABASE_EMBEDDED_DATA_DIR": str(self.data_dir),
-            "YIKATONG_HSM_KEY_FILE": str(directory / "hsm" / "keys.json"),
-            "YIKATONG_HSM_MASTER_KEY": secrets.token_bytes(32).hex(),
-            **(extra_env or {}),
-        }
+        self.master_key_file = directory / "hsm" / "master.key"
+        self.master_key_file.parent.mkdir(mode=0o700)
+        write_private_file(self.master_key_file, secrets.token_bytes(32).hex().encode())
+        self.env = child_env(
+            extra={
+                "YIKATONG_SERVER_PORT": str(self.port),
+                "YIKATONG_SERVER_ACCESS_LOG": "false",
+                "YIKATONG_DATABASE_EMBEDDED_DATA_DIR": str(self.data_dir),
+                "YIKATONG_HSM_KEY_FILE": str(directory / "hsm" / "keys.json"),
+                MASTER_KEY_FILE_ENV: str(self.master_key_file),
+                **(extra_env or {}),
+            }
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[Any] | None = None
 

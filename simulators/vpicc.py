@@ -34,7 +34,15 @@ restarted pcscd is followed); a path joins that namespace; "none" stays in ours.
 
 Run as a program (what `yikatong sim card insert` starts in the background):
     python -m simulators.vpicc --index 5 [--mode clone] [--slot 1] [--seed S --persons P]
+    python -m simulators.vpicc --index 5 --card-keys -   # this card's keys on stdin
     python -m simulators.vpicc --blank          # a chip with no application
+
+Keys: a card holds its own diversified keys, nothing more. `sim card insert` derives
+them and writes them to the child's standard input (`--card-keys -`, one JSON line,
+`encode_card_keys`), and starts it with an environment without secrets: the vpicc
+process never sees the HSM master key or the issuer masters. Without `--card-keys`
+(by hand, in a shell) it derives them from the demo key file as the environment names
+it (IssuerMasters.from_env); a clone invents its own.
 """
 
 from __future__ import annotations
@@ -52,9 +60,16 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from card.apdu import StatusWord
 from card.icc import Icc
+
+if TYPE_CHECKING:
+    from hsm.keys import SecretKey
+    from simulators.card.keys import CardKeys
 
 log = logging.getLogger(__name__)
 
@@ -312,20 +327,76 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--netns", default="auto", help="auto | none | a /proc/PID/ns/net path")
     parser.add_argument("--no-quickack", action="store_true", help="reproduce the 44 ms stall")
+    parser.add_argument(
+        "--card-keys",
+        choices=["-"],
+        help="- : read this card's keys from standard input (as `sim card insert` does)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
-def build_icc(args: argparse.Namespace) -> Icc:
-    """The card the arguments name: person `--index` of the seeded population, made
-    with the issuer masters of the demo key file (IssuerMasters.from_env)."""
+class WireKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    algorithm: str
+    hex: str
+
+
+class WireCardKeys(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One card's keys on the pipe from `sim card insert` to its vpicc."""
+
+    internal_auth: WireKey
+    external_auth: WireKey
+    icc_master_ac: WireKey
+
+
+CARD_KEYS_BYTES_MAX = 1024  # three keys in hex, with their names
+
+
+def encode_card_keys(keys: CardKeys) -> bytes:
+    """One JSON line for `--card-keys -` (a pipe only: it holds the card's keys)."""
+
+    def wire(key: SecretKey) -> WireKey:
+        return WireKey(key.algorithm.value, key.material.hex())
+
+    return (
+        msgspec.json.encode(
+            WireCardKeys(
+                wire(keys.internal_auth), wire(keys.external_auth), wire(keys.icc_master_ac)
+            )
+        )
+        + b"\n"
+    )
+
+
+def decode_card_keys(data: bytes) -> CardKeys:
+    from hsm.errors import HsmError
+    from hsm.keys import Algorithm, SecretKey
+    from simulators.card.keys import CardKeys
+
+    try:
+        found = msgspec.json.decode(data.strip(), type=WireCardKeys)
+        return CardKeys(
+            *(
+                SecretKey(Algorithm(k.algorithm), bytes.fromhex(k.hex))
+                for k in (found.internal_auth, found.external_auth, found.icc_master_ac)
+            )
+        )
+    except (msgspec.DecodeError, ValueError, HsmError) as exc:  # no key bytes in messages
+        raise SystemExit(f"vpicc: --card-keys: not a card's keys ({type(exc).__name__})") from None
+
+
+def build_icc(args: argparse.Namespace, card_keys_data: bytes | None = None) -> Icc:
+    """The card the arguments name: person `--index` of the seeded population, with
+    the keys in `card_keys_data` (`encode_card_keys`), a clone's invented ones, or
+    keys derived from the issuer masters of the demo key file (IssuerMasters.from_env)."""
     from simulators.card.card import VirtualCard
 
     if args.blank:
         return VirtualCard([], generation=3)
-    from simulators.card.app import CardMode
-    from simulators.card.factory import build_card
-    from simulators.card.keys import IssuerMasters
+    from simulators.card.app import CardApplication, CardMode
+    from simulators.card.keys import IssuerMasters, card_keys, clone_keys
+    from simulators.card.pboc import PbocApplication
+    from simulators.card.ssse import SsseApplication
     from simulators.population import generate
 
     if not 0 <= args.index < args.persons:
@@ -335,7 +406,19 @@ def build_icc(args: argparse.Namespace) -> Icc:
     except ValueError:
         raise SystemExit(f"vpicc: unknown --mode {args.mode!r}") from None
     pop = generate(args.seed, args.persons)  # the same population the engine was seeded with
-    return build_card(pop.card(args.index), pop.persons[args.index], IssuerMasters.from_env(), mode)
+    card, person = pop.card(args.index), pop.persons[args.index]
+    if card_keys_data is not None:
+        keys = decode_card_keys(card_keys_data)
+    elif mode is CardMode.clone:
+        keys = clone_keys(card)
+    else:
+        keys = card_keys(IssuerMasters.from_env(), card)
+    # As simulators.card.factory.build_card, from the keys rather than the masters.
+    apps: list[CardApplication] = [
+        SsseApplication(card, person, keys, mode),
+        PbocApplication(card, person, keys),
+    ]
+    return VirtualCard(apps, generation=card.generation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    icc = build_icc(args)
+    keys = sys.stdin.buffer.read(CARD_KEYS_BYTES_MAX) if args.card_keys == "-" else None
+    icc = build_icc(args, keys)
     vpicc = Vpicc(
         icc,
         host=args.host,

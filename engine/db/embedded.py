@@ -15,6 +15,13 @@ wheel's helper then makes every parent directory of the data directory and of th
 wheel's binaries world-traversable (g+rx,o+rx). The README says so and the engine logs
 a warning. The server listens on a Unix socket only (no TCP), with trust authentication
 for the `postgres` role.
+
+Environment: initdb, pg_ctl and so the postmaster and every backend get
+`hsm.secret_guard.child_env()`: none of our secrets (the HSM master key, a PIN, a
+password, a DSN) and no `YIKATONG_*` setting. The server runs as another OS user, and
+that user — or any superuser SQL session, through
+`pg_read_binary_file('/proc/<postmaster pid>/environ')` — could read whatever it
+inherited.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 
 from engine import constants
 from engine.invariant import invariant
+from hsm.secret_guard import child_env
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +155,7 @@ class EmbeddedPostgres:
             return subprocess.run(
                 args,
                 user=self._user,
+                env=child_env(),
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,

@@ -52,7 +52,8 @@ class IssuerMasters:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IssuerMasters:
         """Masters from the key file named by YIKATONG_HSM_KEY_FILE (or the default),
-        opened with the master key from the environment."""
+        opened with the master key the environment names (a 0600 file by
+        YIKATONG_HSM_MASTER_KEY_FILE, else YIKATONG_HSM_MASTER_KEY)."""
         env = os.environ if env is None else env
         key_file = Path(env.get("YIKATONG_HSM_KEY_FILE") or DEFAULT_KEY_FILE)
         return cls.from_keystore(KeyStore.load(key_file, load_master_key(env)))

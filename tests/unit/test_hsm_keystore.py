@@ -106,6 +106,10 @@ def test_master_key_sources(tmp_path: Path) -> None:
     assert load_master_key({MASTER_KEY_ENV: hex_key}) == bytes.fromhex(hex_key)
     key_file = tmp_path / "master"
     key_file.write_text(hex_key + "\n")
+    key_file.chmod(0o644)
+    with pytest.raises(KeyStoreError, match="group or others"):  # readable by others: refused
+        load_master_key({}, key_file)
+    key_file.chmod(0o600)
     assert load_master_key({}, key_file) == bytes.fromhex(hex_key)
     with pytest.raises(KeyStoreError, match="no master key"):
         load_master_key({})
