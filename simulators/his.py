@@ -39,6 +39,7 @@ from simulators.population import Institution, Population
 from terminals.agent.core import CardAgent
 from terminals.checks import identity_failures
 from terminals.client import Client, Credentials, yuan
+from terminals.messages import setl
 from terminals.messages.card import person_info as person_info_msg
 from terminals.messages.outpatient import cancel as cancel_msg
 from terminals.messages.outpatient import fees as fees_msg
@@ -68,9 +69,22 @@ class Stats:
     ecard_visits: int = 0
     elapsed_s: float = 0.0
 
+    def add_settled(self, info: setl.SetlInfo) -> None:
+        self.medfee_fen += _fen(info.medfee_sumamt)
+        self.fund_fen += _fen(info.fund_pay_sumamt)
+        self.account_fen += _fen(info.acct_pay)
+        self.cash_fen += _fen(info.psn_cash_pay)
+
 
 def _fen(value: decimal.Decimal) -> int:
     return int((value * 100).to_integral_value())
+
+
+def _card_proof_ref(answer: person_info_msg.Output) -> str:
+    """The card proof of a 1101 by card or e-card (the engine always answers one)."""
+    if answer.yk_card_proof is None:
+        raise RuntimeError("the engine answered a 1101 by card or e-card without yk_card_proof")
+    return answer.yk_card_proof.cred_ref
 
 
 class Hospital:
@@ -170,11 +184,12 @@ class HisSimulator:
 
     async def _identify(
         self, h: Hospital, index: int, today: dt.date
-    ) -> tuple[person_info_msg.Output, str, str]:
+    ) -> tuple[person_info_msg.Output, str, str, str]:
         """1101 the way the patient shows up: a share with the social security card
         through the card agent (challenge, card cryptogram, PIN), a share with the
         e-card QR token from the issuing platform, the rest by ID number.
-        Returns the answer and the credential (mdtrt_cert_type, mdtrt_cert_no)."""
+        Returns the answer, the credential (mdtrt_cert_type, mdtrt_cert_no) and the
+        card proof's cred_ref for 2201/2207 (empty by ID number)."""
         person = self.pop.persons[index]
         card = self.pop.card(index)
         if (
@@ -184,27 +199,30 @@ class HisSimulator:
         ):
             icc = build_card(card, person, self.masters)
             reader = MemoryReader(icc, name=f"{h.inst.terminal_id} reader")
-            agent = CardAgent(reader, h.client, card_executor=self._card_thread)
+            # A staffed HIS desk: the cashier sees the patient, so the PIN is the
+            # patient's choice (half give it), not the agent's condition.
+            agent = CardAgent(reader, h.client, card_executor=self._card_thread, require_pin=False)
             pin = card.pin if self.rng.random() < 0.5 else None
             got = await self._timed("card", agent.person_info(pin=pin))
             self.stats.card_visits += 1
-            return got.person, "03", card.card_no
+            return got.person, "03", card.card_no, _card_proof_ref(got.person)
         if self.ecard is not None and self.rng.random() < self.ecard_share:
             token = await self.ecard.issue(person)  # the patient's phone shows the QR
             got_ecard = await self._timed(
                 "1101-ecard", h.client.person_info_by_ecard(token.token_id, token.qr)
             )
             self.stats.ecard_visits += 1
-            return got_ecard, "01", token.token_id
+            return got_ecard, "01", token.token_id, _card_proof_ref(got_ecard)
         info = await self._timed("1101", h.client.person_info_by_id_number(person.certno))
-        return info, "02", person.certno
+        return info, "02", person.certno, ""
 
     async def visit(self) -> None:
         h = self.rng.choice(self.hospitals)
         index = self.rng.randrange(len(self.pop.persons))
         c = h.client
         t = self._timed
-        info, cert_type, cert_no = await self._identify(h, index, dt.date.today())
+        # By card or e-card, 2201 and 2207 carry the 1101's card proof (DESIGN.md §4).
+        info, cert_type, cert_no, cred_ref = await self._identify(h, index, dt.date.today())
         insu = info.insuinfo[0]
         region, psn_no = insu.insuplc_admdvs, info.baseinfo.psn_no
         h.visit_no += 1
@@ -220,6 +238,7 @@ class HisSimulator:
                     begntime=now,
                     mdtrt_cert_type=cert_type,
                     mdtrt_cert_no=cert_no,
+                    yk_cred_ref=cred_ref,
                     ipt_otp_no=ipt_otp_no,
                     dept_code="A03",
                     dept_name="内科",
@@ -250,6 +269,7 @@ class HisSimulator:
             psn_no=psn_no,
             mdtrt_cert_type=cert_type,
             mdtrt_cert_no=cert_no,
+            yk_cred_ref=cred_ref,
             med_type="11",
             medfee_sumamt=yuan(total),
             mdtrt_id=mdtrt_id,
@@ -268,10 +288,7 @@ class HisSimulator:
             await self._undo(c, region, undo, out.setlinfo.setl_id or "")
             s.cancellations += 1
             return
-        s.medfee_fen += _fen(out.setlinfo.medfee_sumamt)
-        s.fund_fen += _fen(out.setlinfo.fund_pay_sumamt)
-        s.account_fen += _fen(out.setlinfo.acct_pay)
-        s.cash_fen += _fen(out.setlinfo.psn_cash_pay)
+        s.add_settled(out.setlinfo)
 
     async def _undo(self, c: Client, region: str, visit: unregister_msg.Data, setl_id: str) -> None:
         """2208 → 2205 → 2202: the settlement, every fee detail, then the visit."""

@@ -20,8 +20,9 @@ from typing import Literal
 import msgspec
 
 from card.reader import Reader, ReaderError
+from terminals.agent import limits
 
-EVENT_LOG_MAX = 256
+EVENT_LOG_MAX = limits.EVENT_LOG_MAX
 EventKind = Literal["card_inserted", "card_removed", "reader_unavailable", "reader_available"]
 
 

@@ -1,120 +1,113 @@
-"""The card agent's HTTP API for the HIS on the same workstation.
+"""The card agent's HTTP API for the HIS or kiosk UI on the same machine.
 
-    GET  /v1/status                 reader name, card present, busy, last event seq
-    POST /v1/card                   read the card: EF05 (and EF06 on generation 2)
+    GET  /v1/status                 reader, card present, busy/queued, require_pin, and
+                                    the engine's reachability (its /readyz, cached)
+    POST /v1/card                   read the card: EF05 (and EF06 on generation 2,
+                                    except in require-PIN mode)
     POST /v1/person-info            authenticate the card through the engine and
-                                    answer 1101; body {"pin": "..."} to verify the PIN
+                                    answer 1101; {"pin": "...", "deadline_s": S}
+    POST /v1/ecard                  1101 by e-card QR with the agent's terminal key;
+                                    {"qr": "...", "deadline_s": S}
     GET  /v1/events?after=N&wait_s=S  card inserted/removed events after seq N,
                                     long-polling up to S seconds (≤ 30)
 
-Bound to 127.0.0.1 by default. Because any web page open on the workstation can send
-requests to localhost, POSTs must carry `Content-Type: application/json` (which a
-browser cannot send cross-origin without a CORS preflight this service never grants)
-and any request carrying an `Origin` header is refused.
+Every request passes `access.AccessPolicy` first (bearer token, loopback Host,
+origin, Content-Type). Every card flow writes one audit line (`audit`).
 
-Answers: 200 with the result; 400 a malformed request (naming the field); 422 the card
-or the engine refused (`error.source` card|engine, `error.code` the stable number —
-the terminal-standard card code or the engine's ResultCode — and `error.result` its
-name); 503 the engine or the reader is unavailable; 409 another card flow is running.
+Answers: 200 with the result; 400 a malformed request (naming the field); 401 no or a
+wrong token; 403 a refused origin or site; 421 a Host that is not this agent; 422 the
+card, the engine or the agent's PIN guard refused (`error.source` card|engine|agent,
+`error.code` the stable number, `error.result` its stable name, `error.tries_left` on
+PIN outcomes); 503 + Retry-After the engine or the reader is unavailable or too slow,
+or the reader stayed busy. docs/CARD_AGENT.md lists every `error.result`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from card.reader import Reader
-from card.ssse import CardBasics, CardHolder
-from terminals.agent.core import AgentError, CardAgent, ErrorSource
+from terminals.agent import audit, limits
+from terminals.agent.access import REQUEST_ID, AccessPolicy
+from terminals.agent.answers import (
+    basics_json,
+    error_response,
+    holder_json,
+    json_response,
+    person_json,
+)
+from terminals.agent.core import CardAgent
 from terminals.agent.events import EventLog, ReaderWatcher
+from terminals.agent.probe import EngineProbe
+from terminals.agent.results import AgentError, AgentResult
 
-EVENTS_WAIT_MAX_S = 30.0
-BODY_MAX_BYTES = 4096
+log = logging.getLogger(__name__)
+S = TypeVar("S", bound=msgspec.Struct)
+Flow = Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
+
+
+class CardRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
 
 
 class PersonInfoRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pin: str | None = None
+    deadline_s: float | None = None
+
+    def __repr__(self) -> str:  # STYLE.md §10
+        return f"PersonInfoRequest(pin=<{'given' if self.pin else 'none'}>)"
 
 
-def _date(value: dt.date) -> str:
-    return value.isoformat()
+class EcardRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    qr: str
+    deadline_s: float | None = None
+
+    def __repr__(self) -> str:
+        return "EcardRequest(<qr hidden>)"
 
 
-def basics_json(b: CardBasics) -> dict[str, Any]:
-    return {
-        "card_sn": b.card_sn,
-        "card_no": b.card_no,
-        "region": b.region,
-        "card_type": b.card_type,
-        "spec_version": b.spec_version,
-        "generation": b.generation,
-        "algorithm": b.algorithm.name,
-        "init_org": b.init_org,
-        "issue_date": _date(b.issue_date),
-        "expiry_date": _date(b.expiry_date),
-        "atr": b.atr.hex().upper(),
-    }
-
-
-def holder_json(h: CardHolder) -> dict[str, Any]:
-    return {
-        "certno": h.certno,
-        "name": h.name,
-        "gender": h.gender,
-        "nation": h.nation,
-        "birthplace": h.birthplace,
-        "birth_date": _date(h.birth_date),
-    }
-
-
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(payload), status=status, content_type="application/json"
-    )
-
-
-def _error(status: int, source: str, code: int, result: str, message: str) -> web.Response:
-    return _json(
-        {"error": {"source": source, "code": code, "result": result, "message": message}}, status
-    )
-
-
-def _agent_error(exc: AgentError) -> web.Response:
-    status = 503 if exc.source is ErrorSource.service else 422
-    if exc.source is ErrorSource.card and exc.result in ("reader_error", "reader_timeout"):
-        status = 503
-    return _error(status, exc.source.value, exc.code, exc.result, exc.message)
-
-
-@web.middleware
-async def _local_only(request: web.Request, handler: Any) -> web.StreamResponse:
-    if "Origin" in request.headers:
-        return _error(403, "request", 0, "origin_refused", "requests from web pages are refused")
-    if request.method == "POST" and request.content_type != "application/json":
-        return _error(
-            415, "request", 0, "content_type_refused", "POST needs Content-Type: application/json"
-        )
-    response: web.StreamResponse = await handler(request)
-    return response
+async def _decode(request: web.Request, kind: type[S]) -> S:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise AgentError.of(AgentResult.field_invalid, f"body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise AgentError.of(AgentResult.body_malformed, f"body is not JSON: {exc}") from exc
 
 
 class AgentApp:
-    def __init__(self, agent: CardAgent, *, watch_reader: Reader | None = None) -> None:
+    def __init__(
+        self,
+        agent: CardAgent,
+        *,
+        access: AccessPolicy,
+        engine_url: str,
+        watch_reader: Reader | None = None,
+    ) -> None:
         """`watch_reader`: the Reader object the presence watcher uses (see
         ReaderWatcher); defaults to the agent's own, which only a thread-safe reader
-        (MemoryReader) allows."""
+        (MemoryReader) allows. `engine_url`: where /v1/status probes /readyz."""
         self.agent = agent
+        self.access = access
         self.events = EventLog(agent.reader.name)
         self.watcher = ReaderWatcher(watch_reader or agent.reader, self.events)
+        self.probe = EngineProbe(engine_url)
 
     def build(self) -> web.Application:
-        app = web.Application(middlewares=[_local_only], client_max_size=BODY_MAX_BYTES)
+        app = web.Application(
+            middlewares=[self.access.middleware], client_max_size=limits.BODY_MAX_BYTES
+        )
         app.router.add_get("/v1/status", self.status)
         app.router.add_post("/v1/card", self.read_card)
         app.router.add_post("/v1/person-info", self.person_info)
+        app.router.add_post("/v1/ecard", self.ecard)
         app.router.add_get("/v1/events", self.wait_events)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
@@ -122,69 +115,113 @@ class AgentApp:
 
     async def _start(self, app: web.Application) -> None:
         self.watcher.start()
+        await self.probe.start()
 
     async def _stop(self, app: web.Application) -> None:
         await self.watcher.stop()
+        await self.probe.close()
         await self.agent.close()
 
+    async def _audited(self, request: web.Request, endpoint: str, flow: Flow) -> web.Response:
+        """Run one card flow; one audit line whatever its end."""
+        request_id = request[REQUEST_ID]
+        started = time.perf_counter()
+        pin_required = self.agent.require_pin
+        try:
+            payload, pin_verified = await flow()
+        except Exception as exc:
+            if isinstance(exc, AgentError):
+                outcome = exc
+            else:  # a bug: logged, answered, audited like any other end of a flow
+                log.exception("card flow failed", extra={"fields": {"request_id": request_id}})
+                outcome = AgentError.of(AgentResult.internal_error, "the agent failed; see its log")
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            audit.card_flow(
+                endpoint,
+                request_id,
+                outcome,
+                pin_required=pin_required,
+                pin_verified=False,
+                elapsed_ms=elapsed_ms,
+            )
+            return error_response(outcome, request_id)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        audit.card_flow(
+            endpoint,
+            request_id,
+            None,
+            pin_required=pin_required,
+            pin_verified=pin_verified,
+            elapsed_ms=elapsed_ms,
+        )
+        return json_response({**payload, "request_id": request_id})
+
     async def status(self, request: web.Request) -> web.Response:
-        return _json(
+        health = await self.probe.health()
+        return json_response(
             {
                 "reader": self.agent.reader.name,
                 "card_present": self.watcher.present,  # null until the watcher looked
                 "busy": self.agent.busy,
+                "queued": self.agent.queued,
+                "require_pin": self.agent.require_pin,
                 "last_event_seq": self.events.last_seq,
+                "engine": msgspec.to_builtins(health),
+                "request_id": request[REQUEST_ID],
             }
         )
 
     async def read_card(self, request: web.Request) -> web.Response:
-        if self.agent.busy:
-            return _error(409, "request", 0, "agent_busy", "another card flow is running")
-        try:
+        await _decode(request, CardRequest)
+
+        async def flow() -> tuple[dict[str, Any], bool]:
             got = await self.agent.read_card()
-        except AgentError as exc:
-            return _agent_error(exc)
-        return _json(
-            {
+            holder = None if got.holder is None else holder_json(got.holder)
+            payload = {
                 "card": basics_json(got.basics),
-                "holder": None if got.holder is None else holder_json(got.holder),
+                "holder": holder,
+                "holder_withheld": got.holder_withheld,
             }
-        )
+            return payload, False
+
+        return await self._audited(request, "/v1/card", flow)
 
     async def person_info(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            body = msgspec.json.decode(raw or b"{}", type=PersonInfoRequest)
-        except msgspec.ValidationError as exc:
-            return _error(400, "request", 0, "field_invalid", f"body: {exc}")
-        except msgspec.DecodeError as exc:
-            return _error(400, "request", 0, "body_malformed", f"body is not JSON: {exc}")
-        if body.pin is not None and not (body.pin.isdigit() and 4 <= len(body.pin) <= 16):
-            return _error(400, "request", 0, "field_invalid", "pin: 4 to 16 digits")
-        if self.agent.busy:
-            return _error(409, "request", 0, "agent_busy", "another card flow is running")
-        try:
-            got = await self.agent.person_info(pin=body.pin)
-        except AgentError as exc:
-            return _agent_error(exc)
-        return _json(
-            {
+        body = await _decode(request, PersonInfoRequest)
+
+        async def flow() -> tuple[dict[str, Any], bool]:
+            got = await self.agent.person_info(pin=body.pin, deadline_s=body.deadline_s)
+            payload = {
                 "card": basics_json(got.basics),
                 "holder": holder_json(got.holder),
                 "pin_verified": got.pin_verified,
-                "person": msgspec.to_builtins(got.person),
+                **person_json(got.person),
                 "elapsed_ms": round(got.elapsed_ms, 1),
             }
-        )
+            return payload, got.pin_verified
+
+        return await self._audited(request, "/v1/person-info", flow)
+
+    async def ecard(self, request: web.Request) -> web.Response:
+        body = await _decode(request, EcardRequest)
+
+        async def flow() -> tuple[dict[str, Any], bool]:
+            got = await self.agent.person_info_by_ecard(body.qr, deadline_s=body.deadline_s)
+            return {**person_json(got.person), "elapsed_ms": round(got.elapsed_ms, 1)}, False
+
+        return await self._audited(request, "/v1/ecard", flow)
 
     async def wait_events(self, request: web.Request) -> web.Response:
         try:
             after = int(request.query.get("after", "0"))
             wait_s = float(request.query.get("wait_s", "0"))
         except ValueError:
-            return _error(400, "request", 0, "field_invalid", "after: integer, wait_s: seconds")
-        if after < 0 or not 0 <= wait_s <= EVENTS_WAIT_MAX_S:
-            return _error(
-                400, "request", 0, "field_invalid", f"after ≥ 0, wait_s 0..{EVENTS_WAIT_MAX_S:g}"
+            raise AgentError.of(
+                AgentResult.field_invalid, "after: integer, wait_s: seconds"
+            ) from None
+        if after < 0 or not 0 <= wait_s <= limits.EVENTS_WAIT_MAX_S:
+            raise AgentError.of(
+                AgentResult.field_invalid,
+                f"after ≥ 0, wait_s 0..{limits.EVENTS_WAIT_MAX_S:g}",
             )
-        return _json(await self.events.wait_after(after, wait_s))
+        return json_response(msgspec.to_builtins(await self.events.wait_after(after, wait_s)))
