@@ -129,7 +129,7 @@ async def _terminal(
     row = endpoint.terminals.get(terminal_id, now_s)
     if row is None:
         row = await conn.fetchrow(
-            "SELECT t.terminal_id, t.fixmedins_code, t.active, i.level, i.inst_type"
+            "SELECT t.terminal_id, t.fixmedins_code, t.active, i.level, i.inst_type, i.admdvs"
             " FROM terminals t JOIN institutions i USING (fixmedins_code) WHERE t.terminal_id = $1",
             terminal_id,
             timeout=endpoint.services.command_timeout_s,
@@ -314,6 +314,15 @@ async def _authenticated(
         msg = f"fixmedins_code: {env.fixmedins_code} is not this terminal's institution"
         label = env.infno if env.infno in endpoint.registry else "unknown"
         return await early(ResultCode.institution_mismatch, 200, msg, label)
+    if env.mdtrtarea_admvs != terminal["admdvs"]:
+        # The treating region decides the catalog and where a cross-region settlement
+        # clears: it is the institution's own, never what a client claims.
+        msg = (
+            f"mdtrtarea_admvs: {env.mdtrtarea_admvs} is not the region of institution"
+            f" {env.fixmedins_code} ({terminal['admdvs']})"
+        )
+        label = env.infno if env.infno in endpoint.registry else "unknown"
+        return await early(ResultCode.institution_mismatch, 200, msg, label)
     spec = endpoint.registry.get(env.infno)
     if spec is None:
         # "unknown" as the metric label: a client must not be able to mint label values.
@@ -324,6 +333,7 @@ async def _authenticated(
         terminal["fixmedins_code"],
         terminal["level"],
         terminal["inst_type"],
+        terminal["admdvs"],
     )
     # Idempotency compares what the request asks: its transaction and its input bytes.
     request_sha256 = hashlib.sha256(env.infno.encode() + b"\n" + bytes(env.input)).digest()

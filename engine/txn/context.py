@@ -20,8 +20,9 @@ from terminals.results import ResultCode
 class Terminal:
     terminal_id: str
     fixmedins_code: str
-    level: str  # the institution's level and type, read with the terminal
+    level: str  # the institution's level, type and region, read with the terminal
     inst_type: str
+    admdvs: str  # the treating region: the envelope's mdtrtarea_admvs must be it
 
 
 @dataclass(frozen=True)

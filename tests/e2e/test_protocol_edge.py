@@ -231,3 +231,16 @@ async def test_wrong_institution_in_envelope_is_refused(
     body = await envelope(signed_in, "1101", {}, fixmedins_code="H51010099999")
     status, ans = await raw_post(deployment, body, signed(deployment, body))
     assert (status, ans["yk_result"]) == (200, "institution_mismatch")
+
+
+async def test_a_treating_region_that_is_not_the_institutions_is_refused(
+    deployment: Deployment, signed_in: Client
+) -> None:
+    """mdtrtarea_admvs decides the catalog and the clearing of a cross-region
+    settlement: it must be the institution's region, whatever the HIS claims."""
+    before = await ledger_size(deployment)
+    body = await envelope(signed_in, "1101", {}, mdtrtarea_admvs="511100")
+    status, ans = await raw_post(deployment, body, signed(deployment, body))
+    assert (status, ans["yk_result"]) == (200, "institution_mismatch")
+    assert ans["err_msg"].startswith("mdtrtarea_admvs: 511100 is not the region of")
+    assert await ledger_size(deployment) == before
