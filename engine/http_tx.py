@@ -123,6 +123,26 @@ def _response(status: int, body: bytes, retry_after: bool = False) -> web.Respon
     return resp
 
 
+def _ctx_terminal(row: asyncpg.Record) -> Terminal:
+    return Terminal(
+        row["terminal_id"], row["fixmedins_code"], row["level"], row["inst_type"], row["admdvs"]
+    )
+
+
+def _not_this_institution(env: Envelope, terminal: asyncpg.Record) -> str | None:
+    """Why the envelope does not speak for the terminal's institution, or None. The
+    treating region decides the catalog and where a cross-region settlement clears: it
+    is the institution's own region, never what a client claims."""
+    if env.fixmedins_code != terminal["fixmedins_code"]:
+        return f"fixmedins_code: {env.fixmedins_code} is not this terminal's institution"
+    if env.mdtrtarea_admvs != terminal["admdvs"]:
+        return (
+            f"mdtrtarea_admvs: {env.mdtrtarea_admvs} is not the region of institution"
+            f" {env.fixmedins_code} ({terminal['admdvs']})"
+        )
+    return None
+
+
 async def _terminal(
     endpoint: TxEndpoint, conn: asyncpg.Connection, terminal_id: str, now_s: float
 ) -> asyncpg.Record | None:
@@ -310,38 +330,22 @@ async def _authenticated(
     if isinstance(decoded, edge.BodyRefusal):
         return await early(decoded.code, decoded.status, decoded.err_msg, "unknown")
     env = decoded
-    if env.fixmedins_code != terminal["fixmedins_code"]:
-        msg = f"fixmedins_code: {env.fixmedins_code} is not this terminal's institution"
+    mismatch = _not_this_institution(env, terminal)
+    if mismatch is not None:
         label = env.infno if env.infno in endpoint.registry else "unknown"
-        return await early(ResultCode.institution_mismatch, 200, msg, label)
-    if env.mdtrtarea_admvs != terminal["admdvs"]:
-        # The treating region decides the catalog and where a cross-region settlement
-        # clears: it is the institution's own, never what a client claims.
-        msg = (
-            f"mdtrtarea_admvs: {env.mdtrtarea_admvs} is not the region of institution"
-            f" {env.fixmedins_code} ({terminal['admdvs']})"
-        )
-        label = env.infno if env.infno in endpoint.registry else "unknown"
-        return await early(ResultCode.institution_mismatch, 200, msg, label)
+        return await early(ResultCode.institution_mismatch, 200, mismatch, label)
     spec = endpoint.registry.get(env.infno)
     if spec is None:
         # "unknown" as the metric label: a client must not be able to mint label values.
         msg = f"infno: {env.infno} is not a known transaction"
         return await early(ResultCode.infno_unknown, 200, msg, "unknown")
-    ctx_terminal = Terminal(
-        terminal["terminal_id"],
-        terminal["fixmedins_code"],
-        terminal["level"],
-        terminal["inst_type"],
-        terminal["admdvs"],
-    )
     # Idempotency compares what the request asks: its transaction and its input bytes.
     request_sha256 = hashlib.sha256(env.infno.encode() + b"\n" + bytes(env.input)).digest()
     status, out, code = await _execute(
         spec,
         env,
         request_sha256,
-        ctx_terminal,
+        _ctx_terminal(terminal),
         conn,
         endpoint,
         received,

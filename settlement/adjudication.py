@@ -28,7 +28,7 @@ from msgspec.structs import replace
 
 from settlement.catalog import DetailSplit
 from settlement.errors import check
-from settlement.money import bp_to_percent_text, fen_to_yuan, ratio_of
+from settlement.money import BP_ONE, bp_to_percent_text, fen_to_yuan, ratio_of
 from settlement.policy import PHARMACY_KEY, Level, PolicyParams
 
 FUND_TYPES = {
@@ -137,16 +137,24 @@ class _Pooling(Struct, frozen=True, kw_only=True):
     deductible_fen: int  # the deductible that applies (annual outpatient, per admission)
     deductible_used_before_fen: int
     deductible_consumed_fen: int
-    ratio_bp: int | None  # None: no pooled payment at this level
+    ratio_bp: int | None  # None: no pooled payment at this level; else after the factor
     payable_limit_fen: int  # what the fund could still pay before this settlement
     fund_fen: int
+    factor_bp: int = BP_ONE  # the cross-region factor the policy's ratio was scaled by
 
 
 def _pool(
-    inscp_fen: int, deductible_fen: int, used_fen: int, ratio: int | None, payable_fen: int
+    inscp_fen: int,
+    deductible_fen: int,
+    used_fen: int,
+    policy_ratio: int | None,
+    payable_fen: int,
+    factor_bp: int,
 ) -> _Pooling:
-    """Deductible first, then ratio × the rest half-up, capped by what is payable.
+    """Deductible first, then ratio × the rest half-up, capped by what is payable; the
+    ratio is the policy's times the cross-region factor, half-up to the basis point.
     Where the level has no pooling, nothing is paid and no deductible is consumed."""
+    ratio = None if policy_ratio is None else ratio_of(policy_ratio, factor_bp)
     consumed = 0 if ratio is None else min(inscp_fen, max(0, deductible_fen - used_fen))
     fund = 0 if ratio is None else min(ratio_of(inscp_fen - consumed, ratio), payable_fen)
     return _Pooling(
@@ -156,11 +164,17 @@ def _pool(
         ratio_bp=ratio,
         payable_limit_fen=payable_fen,
         fund_fen=fund,
+        factor_bp=factor_bp,
     )
 
 
 def _outpatient_pooling(
-    inscp_fen: int, person: PersonFacts, acc: Accumulators, policy: PolicyParams, key: str
+    inscp_fen: int,
+    person: PersonFacts,
+    acc: Accumulators,
+    policy: PolicyParams,
+    key: str,
+    factor_bp: int,
 ) -> _Pooling:
     out = policy.outpatient
     limit = out.annual_limit_fen_retired if person.retired else out.annual_limit_fen_employed
@@ -174,11 +188,17 @@ def _outpatient_pooling(
         acc.deductible_used_fen,
         None if ratio is None else ratio.for_person(person.retired),
         max(0, payable),
+        factor_bp,
     )
 
 
 def _inpatient_pooling(
-    inscp_fen: int, person: PersonFacts, acc: Accumulators, policy: PolicyParams, level: Level
+    inscp_fen: int,
+    person: PersonFacts,
+    acc: Accumulators,
+    policy: PolicyParams,
+    level: Level,
+    factor_bp: int,
 ) -> _Pooling:
     # The inpatient deductible is per admission: it never reads the annual accumulator.
     inp = policy.inpatient
@@ -189,6 +209,7 @@ def _inpatient_pooling(
         0,
         None if ratio is None else ratio.for_person(person.retired),
         max(0, policy.fund_annual_cap_fen - acc.fund_paid_fen),
+        factor_bp,
     )
 
 
@@ -229,6 +250,8 @@ def _account_pay(
 
 def _pool_text(benefit: Benefit, pool: _Pooling) -> str:
     ratio = "本级别不予统筹支付" if pool.ratio_bp is None else bp_to_percent_text(pool.ratio_bp)
+    if pool.ratio_bp is not None and pool.factor_bp != BP_ONE:
+        ratio += f" (异地 × {bp_to_percent_text(pool.factor_bp)})"
     return (
         f"{_BENEFIT_TEXT[benefit]}: 起付线 {fen_to_yuan(pool.deductible_fen)}"
         f" 已付 {fen_to_yuan(pool.deductible_used_before_fen)}"
@@ -274,21 +297,23 @@ def adjudicate(
     level: Level,
     benefit: Benefit,
     acct_used: bool,
+    factor_bp: int = BP_ONE,
 ) -> SettlementSplit:
     """The settlement of `lines` for `person` (DOMAIN.md §4.3-4.4), checked against
     every identity of §2.8 before it is returned. `level` is ignored for pharmacy
-    purchases, which use the outpatient "pharmacy" ratio."""
+    purchases, which use the outpatient "pharmacy" ratio. `factor_bp` scales the
+    policy's ratio for a cross-region settlement (§4.7: the person's filing status)."""
     _check_inputs(lines, person, acc, policy)
     medfee = sum(d.det_item_fee_sumamt_fen for d in lines)
     fulamt = sum(d.fulamt_ownpay_amt_fen for d in lines)
     overlmt = sum(d.overlmt_amt_fen for d in lines)
     inscp = sum(d.inscp_scp_amt_fen for d in lines)
     if benefit is Benefit.inpatient:
-        pool = _inpatient_pooling(inscp, person, acc, policy, level)
+        pool = _inpatient_pooling(inscp, person, acc, policy, level, factor_bp)
         after = replace(acc, fund_paid_fen=acc.fund_paid_fen + pool.fund_fen)
     else:
         key = PHARMACY_KEY if benefit is Benefit.pharmacy else level.value
-        pool = _outpatient_pooling(inscp, person, acc, policy, key)
+        pool = _outpatient_pooling(inscp, person, acc, policy, key, factor_bp)
         after = replace(
             acc,
             deductible_used_fen=acc.deductible_used_fen + pool.deductible_consumed_fen,

@@ -1,14 +1,17 @@
 """Policy parameters as versioned data files, one per (insured region, scheme, year).
 
 Files live in `settlement/policies/<region>-<insutype>-<year>.toml` and are found
-through importlib.resources, so an installed wheel finds them too. The shipped ones
-hold the DOMAIN.md §4.8 Chengdu figures, which are unverified fixtures [U], not law.
+through importlib.resources, so an installed wheel finds them too. The shipped ones are
+for three Sichuan regions: Chengdu 510100 (the DOMAIN.md §4.8 figures), Mianyang 510700
+and Leshan 511100 (made-up figures that differ) — all unverified fixtures [U], not law.
+A person's insured region decides which applies, also when treated elsewhere.
 
 Invariants kept at load (a file breaking one is refused with `PolicyFileError`, never
 half-used): every amount is fen in 0..AMOUNT_FEN_MAX and every ratio basis points in
 0..10000 (msgspec.Meta); the file name agrees with region, insutype and year inside;
 ratio keys are institution levels ("community", "1", "2", "3") plus "pharmacy" for
-outpatient only; every level with an inpatient ratio has an inpatient deductible.
+outpatient only; every level with an inpatient ratio has an inpatient deductible; the
+cross-region ratio factors name every filing status.
 A missing ratio key means "no pooled payment at that level" (ratio 0).
 """
 
@@ -87,6 +90,27 @@ class InpatientPolicy(Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     ratio_bp: dict[str, RatioBp]
 
 
+class Filing(enum.StrEnum):
+    """A person's cross-region filing status for a treating region (异地就医备案,
+    DOMAIN.md §4.7): filed there (long-term residence, work), referred there by a
+    hospital at home (转诊), or neither (temporary, emergency)."""
+
+    filed = "filed"
+    referral = "referral"
+    unfiled = "unfiled"
+
+
+class CrossRegionPolicy(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """异地就医: the treating region's catalog decides what is in scope, this (the
+    insured region's) policy what is paid — its ratios times the factor of the
+    person's filing status for the treating region."""
+
+    ratio_factor_bp: dict[Literal["filed", "referral", "unfiled"], Bp]
+
+    def factor_bp(self, filing: Filing) -> int:
+        return self.ratio_factor_bp[filing.value]
+
+
 class PolicyParams(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     region: Annotated[str, Meta(pattern=r"^[0-9]{6}$")]
     insutype: Literal["310", "390"]
@@ -101,6 +125,7 @@ class PolicyParams(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     settle_by_id_number: bool
     outpatient: OutpatientPolicy
     inpatient: InpatientPolicy
+    cross_region: CrossRegionPolicy
 
 
 def _validate(params: PolicyParams, filename: str) -> None:
@@ -118,6 +143,12 @@ def _validate(params: PolicyParams, filename: str) -> None:
         unknown = set(keys) - allowed
         if unknown:
             raise PolicyFileError(f"{filename}: {where} has unknown level(s) {sorted(unknown)}")
+    factors = set(params.cross_region.ratio_factor_bp)
+    if factors != {f.value for f in Filing}:
+        raise PolicyFileError(
+            f"{filename}: cross_region.ratio_factor_bp needs exactly filed, referral and"
+            f" unfiled (has {sorted(factors)})"
+        )
     missing = set(inp.ratio_bp) - set(inp.deductible_fen)
     if missing:
         raise PolicyFileError(

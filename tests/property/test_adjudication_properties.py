@@ -39,6 +39,7 @@ from settlement.catalog import (
 )
 from settlement.policy import (
     PHARMACY_KEY,
+    CrossRegionPolicy,
     InpatientPolicy,
     Level,
     OutpatientPolicy,
@@ -116,6 +117,13 @@ def policies(draw: st.DrawFn) -> PolicyParams:
             deductible_fen={lv: draw(fen) for lv in inpatient_ratio},
             ratio_bp=inpatient_ratio,
         ),
+        cross_region=CrossRegionPolicy(
+            ratio_factor_bp={
+                "filed": draw(st.integers(0, 10_000)),
+                "referral": draw(st.integers(0, 10_000)),
+                "unfiled": draw(st.integers(0, 10_000)),
+            }
+        ),
     )
 
 
@@ -136,6 +144,7 @@ class Case:
     level: Level
     benefit: Benefit
     acct_used: bool
+    factor_bp: int = 10_000  # the cross-region factor (10 000: a local settlement)
 
     def settle(self, lines: list[DetailSplit] | None = None) -> SettlementSplit:
         return adjudicate(
@@ -146,6 +155,7 @@ class Case:
             self.level,
             self.benefit,
             self.acct_used,
+            self.factor_bp,
         )
 
 
@@ -175,6 +185,10 @@ def cases(draw: st.DrawFn) -> Case:
         level=draw(st.sampled_from(list(Level))),
         benefit=draw(st.sampled_from(list(Benefit))),
         acct_used=draw(st.booleans()),
+        # A local settlement, or a cross-region one under one of the filing factors.
+        factor_bp=draw(
+            st.just(10_000) | st.sampled_from(list(policy.cross_region.ratio_factor_bp.values()))
+        ),
     )
 
 

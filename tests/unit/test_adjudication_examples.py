@@ -400,13 +400,26 @@ SHIPPED = (importlib.resources.files("settlement") / "policies" / "510100-310-20
         ),
         (
             "510100-310-2026.toml",
-            SHIPPED + "ratio_bp.pharmacy = { employed = 1, retired = 1 }\n",  # in [inpatient]
+            SHIPPED.replace(
+                "[cross_region]",
+                "ratio_bp.pharmacy = { employed = 1, retired = 1 }\n\n[cross_region]",
+            ),  # in [inpatient]
             "inpatient.ratio_bp has unknown level(s) ['pharmacy']",
         ),
         ("510100-310-2026.toml", SHIPPED.replace("deductible_fen.3 = 80_000", ""), "lacks"),
         ("510100-310-2026.toml", SHIPPED.replace("= 20_000 ", "= 200.0 ", 1), "Expected `int`"),
         ("510100-310-2026.toml", SHIPPED.replace("= 6000,", "= 10001,", 1), "<= 10000"),
-        ("510100-310-2026.toml", SHIPPED + "surprise = 1\n", "unknown field"),
+        (
+            "510100-310-2026.toml",
+            SHIPPED.replace("region", "surprise = 1\nregion", 1),
+            "unknown field",
+        ),
+        (
+            "510100-310-2026.toml",
+            SHIPPED.replace(", unfiled = 8000", ""),
+            "cross_region.ratio_factor_bp needs exactly filed, referral and unfiled",
+        ),
+        ("510100-310-2026.toml", SHIPPED.replace("filed = 10000", "filed = 10001"), "<= 10000"),
     ],
 )
 def test_bad_policy_files_are_refused_at_load(
