@@ -27,7 +27,7 @@ import asyncpg
 import msgspec
 import uvloop
 
-from engine import __version__, constants, hsm_cli
+from engine import __version__, constants, filing_cli, hsm_cli
 from engine.config import Config, ConfigError, load_config
 from engine.db import migrate
 from engine.db.embedded import EmbeddedDatabaseError
@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     hsm_cli.add_commands(commands, with_config)
+    filing_cli.add_commands(commands, with_config)
 
     for plugin in _plugins():
         plugin(commands, with_config)

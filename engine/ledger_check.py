@@ -7,7 +7,9 @@ stored account balance equals minus the postings on their account and is never
 negative; each settlement has exactly the settle entry (and, when cancelled, the
 cancel entry) its amounts require; accumulators equal what live settlements paid and
 stay within their caps; settled fee details belong to live settlements whose total
-they make up.
+they make up; the cross-region clearing accounts of every (insured, treating) region
+pair net out, and equal the fund and account money of the pair's live settlements
+(none for a local pair).
 """
 
 from __future__ import annotations
@@ -80,6 +82,33 @@ CHECKS: tuple[tuple[str, str], ...] = (
         " OR a.deductible_used_fen <> COALESCE(s.dedc_fen, 0)"
         " OR a.fund_paid_fen > a.annual_cap_fen"
         " OR a.outpatient_fund_paid_fen > a.outpatient_limit_fen",
+    ),
+    (
+        "each region pair's clearing accounts net out",
+        "SELECT insuplc, treating, d.due_fen, r.recv_fen FROM ("
+        "  SELECT split_part(account, ':', 2) AS insuplc, split_part(account, ':', 3) AS treating,"
+        "  sum(amount_fen) AS due_fen FROM postings WHERE account LIKE 'xdue:%' GROUP BY 1, 2"
+        " ) d FULL JOIN ("
+        "  SELECT split_part(account, ':', 3) AS insuplc, split_part(account, ':', 2) AS treating,"
+        "  sum(amount_fen) AS recv_fen FROM postings WHERE account LIKE 'xrecv:%' GROUP BY 1, 2"
+        " ) r USING (insuplc, treating)"
+        " WHERE COALESCE(d.due_fen, 0) + COALESCE(r.recv_fen, 0) <> 0",
+    ),
+    (
+        "a region pair's clearing equals the fund and account money of its live"
+        " cross-region settlements",
+        "SELECT COALESCE(r.insuplc, s.insuplc_admdvs) AS insuplc,"
+        " COALESCE(r.treating, s.mdtrtarea_admvs) AS treating,"
+        " r.recv_fen, s.owed_fen FROM ("
+        "  SELECT split_part(account, ':', 3) AS insuplc, split_part(account, ':', 2) AS treating,"
+        "  sum(amount_fen) AS recv_fen FROM postings WHERE account LIKE 'xrecv:%' GROUP BY 1, 2"
+        " ) r FULL JOIN ("
+        "  SELECT insuplc_admdvs, mdtrtarea_admvs, sum(fund_pay_sumamt_fen + acct_pay_fen) AS owed_fen"
+        "  FROM settlements WHERE state = 'settled' AND insuplc_admdvs <> mdtrtarea_admvs"
+        "  GROUP BY 1, 2"
+        " ) s ON s.insuplc_admdvs = r.insuplc AND s.mdtrtarea_admvs = r.treating"
+        " WHERE COALESCE(r.recv_fen, 0) <> COALESCE(s.owed_fen, 0)"
+        " OR COALESCE(r.insuplc, s.insuplc_admdvs) = COALESCE(r.treating, s.mdtrtarea_admvs)",
     ),
     (
         "settled fee details make up live settlements",

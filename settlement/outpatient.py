@@ -18,8 +18,8 @@ from settlement import ledger
 from settlement.adjudication import Accumulators, Benefit, PersonFacts, SettlementSplit, adjudicate
 from settlement.catalog import CatalogItem, DetailSplit, FeeLine, line_amount_fen, split_line
 from settlement.lifecycle import SettlementState, VisitState, transition
-from settlement.money import fen_to_yuan
-from settlement.policy import Level, PolicyBook, PolicyNotFound, PolicyParams
+from settlement.money import BP_ONE, fen_to_yuan
+from settlement.policy import Filing, Level, PolicyBook, PolicyNotFound, PolicyParams
 from settlement.proofs import CardProof, Credential, Presented, proof_refusal
 from settlement.refusals import Refusal, Refused
 
@@ -270,6 +270,7 @@ class SettleRequest(Struct, frozen=True, kw_only=True):
     psn_no: str
     insutype: str
     insuplc_admdvs: str
+    mdtrtarea_admvs: str  # the treating region: the institution's (checked at the edge)
     med_type: str
     medfee_sumamt_fen: int
     acct_used: bool
@@ -295,6 +296,7 @@ class SettleLoad(Struct, frozen=True):
     details: list[DetailSplit]
     setl_seq: int | None  # 2207 only
     proof: CardProof | None = None  # the presented cred_ref's, when sent and found
+    filing: Filing | None = None  # for the treating region; None: a local settlement
 
 
 class OpenLimits(Struct, frozen=True):
@@ -315,6 +317,8 @@ class SettleDecision(Struct, frozen=True, kw_only=True):
     accumulators_after: Accumulators
     open_limits: OpenLimits
     feedetl_sns: list[str]
+    mdtrtarea_admvs: str  # the treating region: the clearing agency of the answer
+    filing: Filing | None = None  # cross-region: the person's status there
 
 
 # (wire name, split attribute) of the HIS totals a 2207 may carry.
@@ -408,6 +412,8 @@ def decide_settle(
             benefit=benefit,
             field="input.data",
             what="the uploaded details' total",
+            mdtrtarea_admvs=req.mdtrtarea_admvs,
+            filing=load.filing,
         ),
         person,
         load.accumulators,
@@ -446,6 +452,8 @@ class Priced(Struct, frozen=True, kw_only=True):
     benefit: Benefit
     field: str  # where medfee_sumamt is in the request: "input.data", "input.druginfo"
     what: str  # what the lines are, for the total's refusal
+    mdtrtarea_admvs: str  # the treating region
+    filing: Filing | None  # the person's filing there; None: treated at home
 
 
 def his_totals_refusal(priced: Priced, split: SettlementSplit) -> Refused | None:
@@ -460,6 +468,21 @@ def his_totals_refusal(priced: Priced, split: SettlementSplit) -> Refused | None
     return None
 
 
+def _split(
+    priced: Priced,
+    person: Person,
+    row: AccumulatorsRow | None,
+    policy: PolicyParams,
+    level: Level,
+    year: int,
+) -> SettlementSplit:
+    factor = BP_ONE if priced.filing is None else policy.cross_region.factor_bp(priced.filing)
+    facts, acc = person_facts(person), year_accumulators(row, year)
+    return adjudicate(
+        priced.details, facts, acc, policy, level, priced.benefit, priced.acct_used, factor
+    )
+
+
 def price_settlement(
     priced: Priced,
     person: Person,
@@ -471,7 +494,9 @@ def price_settlement(
 ) -> Refused | SettleDecision:
     """The money of a settlement whose parties were checked (2206/2207, 2101/2102): the
     request's total against the lines', the insured region's policy, the split
-    (DOMAIN.md §4.3-4.4), the HIS's own totals against it, and the postings."""
+    (DOMAIN.md §4.3-4.4; treated in another region, §4.7: the policy's ratios times the
+    factor of the person's filing there), the HIS's own totals against it, and the
+    postings (cross-region: through the pair's clearing accounts)."""
     total_fen = sum(d.det_item_fee_sumamt_fen for d in priced.details)
     if total_fen != priced.medfee_sumamt_fen:
         return Refused(
@@ -483,15 +508,7 @@ def price_settlement(
         policy = policies.get(person.insuplc_admdvs, person.insutype, now.year)
     except PolicyNotFound as exc:
         return Refused(Refusal.policy_not_found, f"insuplc_admdvs: {exc}")
-    split = adjudicate(
-        priced.details,
-        person_facts(person),
-        year_accumulators(row, now.year),
-        policy,
-        inst.level,
-        priced.benefit,
-        priced.acct_used,
-    )
+    split = _split(priced, person, row, policy, inst.level, now.year)
     disagreement = his_totals_refusal(priced, split)
     if disagreement is not None:
         return disagreement
@@ -512,8 +529,11 @@ def price_settlement(
             fund_fen=split.fund_pay_sumamt_fen,
             acct_fen=split.acct_pay_fen,
             cash_fen=split.psn_cash_pay_fen,
+            mdtrtarea=priced.mdtrtarea_admvs,
         ),
         accumulators_after=split.accumulators_after,
         open_limits=open_limits(policy, person.retired),
         feedetl_sns=[d.feedetl_sn for d in priced.details],
+        mdtrtarea_admvs=priced.mdtrtarea_admvs,
+        filing=priced.filing,
     )

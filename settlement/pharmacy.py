@@ -32,7 +32,7 @@ from settlement.outpatient import (
     credential_check,
     price_settlement,
 )
-from settlement.policy import PolicyBook
+from settlement.policy import Filing, PolicyBook
 from settlement.proofs import CardProof, Presented
 from settlement.refusals import Refusal, Refused
 
@@ -58,6 +58,7 @@ class PharmacyLoad(Struct, frozen=True):
     proof: CardProof | None = None
     visit_seq: int | None = None  # 2102: the numbers of the purchase and its settlement
     setl_seq: int | None = None
+    filing: Filing | None = None  # for the treating region; None: a local purchase
 
 
 class PharmacyDecision(Struct, frozen=True, kw_only=True):
@@ -113,6 +114,8 @@ def decide_pharmacy(
         benefit=Benefit.pharmacy,
         field="input.druginfo",
         what="the basket's total",
+        mdtrtarea_admvs=req.mdtrtarea_admvs,
+        filing=load.filing,
     )
     settle = price_settlement(priced, person, load.accumulators, load.setl_seq, policies, inst, now)
     if isinstance(settle, Refused):

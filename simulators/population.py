@@ -28,8 +28,12 @@ from simulators.person_draw import PersonRow, person_rows
 if TYPE_CHECKING:
     import asyncpg
 
-HOME_REGION = "510100"  # Chengdu, the region of the shipped policy files
-NEIGHBOUR_REGION = "510700"  # Mianyang: treating region for cross-region visits
+HOME_REGION = "510100"  # Chengdu: most institutions and most insured persons
+NEIGHBOUR_REGION = "510700"  # Mianyang: every 5th institution, every 10th person
+LESHAN_REGION = "511100"  # Leshan: every 10th person (insured there, treated here)
+# Persons insured outside the home region, by index % 10 (simulators.person_draw).
+INSURED_ELSEWHERE = {7: NEIGHBOUR_REGION, 8: LESHAN_REGION}
+FILING_SINCE = dt.date(2020, 1, 1)
 LEVELS = ("community", "1", "2", "3")
 
 
@@ -210,6 +214,31 @@ def card_for(index: int, person: Person) -> Card:
     )
 
 
+FilingRecord = tuple[str, str, str, str, dt.date, dt.date | None]
+FILING_COLUMNS = (
+    "insuplc_admdvs",
+    "psn_no",
+    "mdtrtarea_admvs",
+    "kind",
+    "begndate",
+    "enddate",
+)
+
+
+def filing_record(index: int, psn_no: str, insuplc: str) -> FilingRecord | None:
+    """The seeded cross-region filings (engine migration 0014), by person index: half
+    of the Mianyang-insured live in Chengdu (filed there), a quarter of the
+    Leshan-insured were referred to Chengdu, and every 10th Chengdu-insured person
+    (index % 10 == 3) lives in Mianyang; everyone else treated away is unfiled."""
+    if insuplc == NEIGHBOUR_REGION and index % 20 == 7:
+        return (insuplc, psn_no, HOME_REGION, "filed", FILING_SINCE, None)
+    if insuplc == LESHAN_REGION and index % 40 == 8:
+        return (insuplc, psn_no, HOME_REGION, "referral", FILING_SINCE, None)
+    if insuplc == HOME_REGION and index % 10 == 3:
+        return (insuplc, psn_no, NEIGHBOUR_REGION, "filed", FILING_SINCE, None)
+    return None
+
+
 @dataclass
 class Population:
     seed: int
@@ -220,6 +249,11 @@ class Population:
     def card(self, index: int) -> Card:
         """The card of `persons[index]` (cards are derived, not stored)."""
         return card_for(index, self.persons[index])
+
+    def filing(self, index: int) -> FilingRecord | None:
+        """The cross-region filing of `persons[index]`, if it has one."""
+        p = self.persons[index]
+        return filing_record(index, p.psn_no, p.insuplc_admdvs)
 
 
 def _institutions(rng: random.Random, hospitals: int, pharmacies: int) -> list[Institution]:
@@ -275,13 +309,21 @@ class PopulationStream:
     persons: Iterator[PersonRow]
 
 
+def insured_elsewhere(rows: Iterator[PersonRow], regions: dict[int, str]) -> Iterator[PersonRow]:
+    """The person of index i insured in `regions[i % 10]` where that names a region:
+    the same draws, another region (and so psn_no, whose first six digits it is)."""
+    for i, row in enumerate(rows):
+        region = regions.get(i % 10)
+        yield row if region is None else (f"{region}{row[0][6:]}", region, *row[2:])
+
+
 def stream(
     seed: int, persons: int, *, hospitals: int = 20, pharmacies: int = 10, items: int = 300
 ) -> PopulationStream:
     rng = random.Random(seed)
     institutions = _institutions(rng, hospitals, pharmacies)
     catalog = _catalog(rng, items)
-    rows = person_rows(rng, persons, HOME_REGION)
+    rows = insured_elsewhere(person_rows(rng, persons, HOME_REGION), INSURED_ELSEWHERE)
     return PopulationStream(seed, persons, institutions, catalog, rows)
 
 

@@ -2,7 +2,8 @@
 COPY, in chunks: `yikatong seed` streams 10^7 persons through it in flat memory, and
 `load_population()` writes a `Population` held in memory the same way.
 
-Per chunk of persons: their rows, their cards (derived from the index) and the
+Per chunk of persons: their rows, their cards and cross-region filings (derived from
+the index) and the
 opening journal entries that fund the personal accounts from contributions, one
 entry per OPENING_ENTRY_ACCOUNTS accounts of one insured region and scheme, in person
 order. Accounts not yet in a full entry wait for the next chunk, so the entries are
@@ -26,11 +27,13 @@ from simulators import seed_checks
 from simulators.person_draw import PersonRow
 from simulators.population import (
     CARD_COLUMNS,
+    FILING_COLUMNS,
     PERSON_COLUMNS,
     CatalogEntry,
     Institution,
     Population,
     card_record,
+    filing_record,
 )
 
 CHUNK_PERSONS = 50_000  # persons per round of COPYs: the loader's memory is about this
@@ -189,6 +192,14 @@ async def _copy_chunk(
         cards = (card_record(first_index + j, row[0], row[1]) for j, row in enumerate(chunk))
         await conn.copy_records_to_table(
             "cards", records=cards, columns=CARD_COLUMNS, timeout=timeout_s
+        )
+        filings = (
+            f
+            for j, row in enumerate(chunk)
+            if (f := filing_record(first_index + j, row[0], row[1])) is not None
+        )
+        await conn.copy_records_to_table(
+            "cross_region_filings", records=filings, columns=FILING_COLUMNS, timeout=timeout_s
         )
     return chunk
 

@@ -17,6 +17,7 @@ from engine.db.embedded import EmbeddedPostgres, socket_dir_for
 from engine.ledger_check import Report, check
 from simulators.keys import terminal_keys_from_env
 from simulators.population import (
+    HOME_REGION,
     CatalogEntry,
     Institution,
     Person,
@@ -65,12 +66,13 @@ class Deployment:
     def client(self, inst: Institution | None = None) -> Client:
         return Client(self.engine.url, self.credentials(inst or self.hospital()))
 
-    def person(self, *, employee: bool = True) -> Person:
-        """A person no other test has used yet."""
+    def person(self, *, employee: bool = True, region: str = HOME_REGION) -> Person:
+        """A person insured in `region` (Chengdu unless asked) that no other test has
+        used yet."""
         while True:
             p = self.pop.persons[self._next_person]
             self._next_person += 1
-            if (p.insutype == "310") == employee:
+            if (p.insutype == "310") == employee and p.insuplc_admdvs == region:
                 return p
 
     async def ledger(self) -> Report:

@@ -24,6 +24,7 @@ from simulators import population_load
 from simulators.population import (
     CARD_COLUMNS,
     PERSON_COLUMNS,
+    Person,
     card_record,
     generate,
     load,
@@ -72,12 +73,20 @@ async def contents(conn: asyncpg.Connection) -> dict[str, list[tuple[object, ...
 
 
 def expected_postings() -> Iterator[tuple[str, int]]:
-    """Opening entries as the seed has always made them: the employees with a balance,
-    in person order, OPENING_ENTRY_ACCOUNTS to an entry, contributions debited first."""
-    funded = [p for p in generate(SEED, PERSONS).persons if p.acct_balance_fen > 0]
-    for start in range(0, len(funded), OPENING_ENTRY_ACCOUNTS):
-        chunk = funded[start : start + OPENING_ENTRY_ACCOUNTS]
-        yield "contrib:510100:310", sum(p.acct_balance_fen for p in chunk)
+    """Opening entries as the seed makes them: the employees with a balance, in person
+    order, OPENING_ENTRY_ACCOUNTS of one insured region to an entry (in the order they
+    fill up), then the partly filled ones by region; contributions debited first."""
+    waiting: dict[str, list[Person]] = {}
+    entries: list[tuple[str, list[Person]]] = []
+    for p in generate(SEED, PERSONS).persons:
+        if p.acct_balance_fen > 0:
+            accounts = waiting.setdefault(p.insuplc_admdvs, [])
+            accounts.append(p)
+            if len(accounts) == OPENING_ENTRY_ACCOUNTS:
+                entries.append((p.insuplc_admdvs, waiting.pop(p.insuplc_admdvs)))
+    entries.extend(sorted(waiting.items()))
+    for region, chunk in entries:
+        yield f"contrib:{region}:310", sum(p.acct_balance_fen for p in chunk)
         for p in chunk:
             yield f"acct:{p.psn_no}", -p.acct_balance_fen
 

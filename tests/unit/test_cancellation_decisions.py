@@ -59,6 +59,7 @@ def settled() -> tuple[SettleDecision, SettlementRow, CancelLoad]:
         psn_no="P1",
         insutype="310",
         insuplc_admdvs="510100",
+        mdtrtarea_admvs="510100",
         med_type="11",
         medfee_sumamt_fen=42_000,
         acct_used=True,

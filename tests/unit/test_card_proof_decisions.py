@@ -176,6 +176,7 @@ def settle(sent: Presented | None) -> SettleRequest:
         psn_no="P1",
         insutype="310",
         insuplc_admdvs="510100",
+        mdtrtarea_admvs="510100",
         med_type="11",
         medfee_sumamt_fen=10_000,
         acct_used=True,

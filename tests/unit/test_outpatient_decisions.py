@@ -81,6 +81,7 @@ def settle_request(total_fen: int, **kw: object) -> SettleRequest:
         "psn_no": "P1",
         "insutype": "310",
         "insuplc_admdvs": "510100",
+        "mdtrtarea_admvs": "510100",
         "med_type": "11",
         "medfee_sumamt_fen": total_fen,
         "acct_used": True,

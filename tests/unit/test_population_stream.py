@@ -5,6 +5,7 @@ and a digest of one population, taken before the stream existed, still holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import random
@@ -14,6 +15,7 @@ import pytest
 from simulators.person_draw import GIVEN, SURNAMES, id_number, person_rows
 from simulators.population import (
     HOME_REGION,
+    INSURED_ELSEWHERE,
     Card,
     Person,
     card_for,
@@ -121,6 +123,11 @@ def test_population_digest_taken_before_the_stream_still_holds() -> None:
     for x in [*pop.institutions, *pop.catalog]:
         h.update(repr(x).encode())
     for i, p in enumerate(pop.persons):
+        # Persons insured elsewhere (INSURED_ELSEWHERE) are drawn exactly as before;
+        # only their region (and so their psn_no and card) differs.
+        assert p.insuplc_admdvs == INSURED_ELSEWHERE.get(i % 10, HOME_REGION)
+        assert p.psn_no.startswith(p.insuplc_admdvs)
+        p = dataclasses.replace(p, psn_no=HOME_REGION + p.psn_no[6:], insuplc_admdvs=HOME_REGION)
         c = card_for(i, p)
         h.update(repr(p).encode())
         fields = (c.card_sn, c.card_no, c.generation, c.card_type, c.init_org)

@@ -66,7 +66,7 @@ def setl_output(
         hosp_part_amt=y(s.hosp_part_amt_fen),
         balc=y(s.balc_fen),
         medins_setl_id=msgid,
-        clr_optins=p.insuplc_admdvs,
+        clr_optins=decision.mdtrtarea_admvs,  # the treating region clears (DOMAIN.md §5.4)
         clr_way="1",
         clr_type="41" if decision.benefit is Benefit.pharmacy else "11",
     )

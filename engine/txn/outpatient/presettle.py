@@ -46,6 +46,7 @@ def settle_request(ctx: TxContext, data: Any, *, his_totals: bool) -> SettleRequ
         psn_no=data.psn_no,
         insutype=data.insutype,
         insuplc_admdvs=ctx.envelope.insuplc_admdvs,
+        mdtrtarea_admvs=ctx.envelope.mdtrtarea_admvs,
         med_type=data.med_type,
         medfee_sumamt_fen=medfee_fen,
         acct_used=data.acct_used_flag == "1",
@@ -84,6 +85,8 @@ class PreSettle(Flow[SettleRequest, SettleLoad, SettleDecision]):
             self.lock,
             req.insuplc_admdvs,
             cred_ref,
+            req.mdtrtarea_admvs,
+            ctx.now.date(),
         )
 
     def decide(

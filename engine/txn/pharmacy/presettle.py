@@ -82,7 +82,16 @@ class PharmacyPreSettle(Flow[PharmacyRequest, PharmacyLoad, PharmacyDecision]):
     def load_args(self, ctx: TxContext, req: PharmacyRequest) -> tuple[Any, ...]:
         codes = sorted({line.med_list_codg for line in req.lines})
         cred_ref = req.presented.cred_ref if req.presented is not None else ""
-        return (req.psn_no, ctx.now.year, codes, self.lock, req.insuplc_admdvs, cred_ref)
+        return (
+            req.psn_no,
+            ctx.now.year,
+            codes,
+            self.lock,
+            req.insuplc_admdvs,
+            cred_ref,
+            req.mdtrtarea_admvs,
+            ctx.now.date(),
+        )
 
     def decide(
         self, ctx: TxContext, req: PharmacyRequest, load: PharmacyLoad

@@ -46,6 +46,7 @@ class PharmacySettle(PharmacyPreSettle):
             psn_no=req.psn_no,
             insutype=req.insutype,
             insuplc_admdvs=req.insuplc_admdvs,
+            mdtrtarea_admvs=req.mdtrtarea_admvs,
             med_type=MED_TYPE,
             medfee_sumamt_fen=req.medfee_sumamt_fen,
             acct_used=req.acct_used,
