@@ -282,6 +282,21 @@ def _institutions(rng: random.Random, hospitals: int, pharmacies: int) -> list[I
     return sorted(out, key=lambda inst: inst.fixmedins_code)
 
 
+# The treating region's own price ceilings (engine migration 0015): Mianyang caps every
+# item that has a provincial ceiling at 90 % of it; Chengdu uses the province's.
+REGIONAL_CEILING_BP = {NEIGHBOUR_REGION: 9_000}
+
+
+def regional_prices(catalog: list[CatalogEntry]) -> list[tuple[str, str, int]]:
+    """(region, med_list_codg, ceiling fen per unit) of every regional price ceiling."""
+    return [
+        (region, c.med_list_codg, c.price_ceiling_fen_per_unit * bp // 10_000)
+        for region, bp in REGIONAL_CEILING_BP.items()
+        for c in catalog
+        if c.price_ceiling_fen_per_unit is not None
+    ]
+
+
 def _catalog(rng: random.Random, items: int) -> list[CatalogEntry]:
     out = []
     for i in range(items):

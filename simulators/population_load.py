@@ -34,6 +34,7 @@ from simulators.population import (
     Population,
     card_record,
     filing_record,
+    regional_prices,
 )
 
 CHUNK_PERSONS = 50_000  # persons per round of COPYs: the loader's memory is about this
@@ -168,6 +169,12 @@ async def _copy_reference_data(
             "price_ceiling_fen_per_unit",
             "selfpay_prop_bp",
         ],
+        timeout=timeout_s,
+    )
+    await conn.copy_records_to_table(
+        "catalog_region_prices",
+        records=regional_prices(catalog),
+        columns=["admdvs", "med_list_codg", "price_ceiling_fen_per_unit"],
         timeout=timeout_s,
     )
 

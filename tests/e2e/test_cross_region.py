@@ -4,7 +4,8 @@ filing for the treating region (policy files' [cross_region]); the settlement po
 through the pair's clearing accounts, its cancellation takes them back out, and
 `ledger check` finds every pair netted out with its live settlements. Outpatient and
 pharmacy, for persons of all three insured regions; a filing recorded with `yikatong
-filing add` is used by the next settlement.
+filing add` is used by the next settlement; the treating region's own price ceiling,
+not the insured region's, decides what of a line is in scope.
 
 Every visit is one 甲 line of 300.00 at a community-level institution, for an employee
 who is not retired and has not settled anything this year, so the arithmetic is in each
@@ -247,3 +248,60 @@ async def test_ledger_check_holds_after_the_cross_region_settlements(
     )
     # Mianyang→Chengdu, Leshan→Chengdu, Chengdu→Mianyang
     assert isinstance(pairs, int) and pairs >= 3
+
+
+@pytest.mark.parametrize(
+    ("insured", "treating", "overlmt_fen"),
+    [
+        # The province's ceiling of the capped item is 1 000.00, Mianyang's own 900.00: a
+        # 1 500.00 unit is 500.00 over the limit in Chengdu and 600.00 in Mianyang —
+        # whoever's patient it is.
+        (HOME_REGION, HOME_REGION, 50_000),
+        (NEIGHBOUR_REGION, HOME_REGION, 50_000),
+        (HOME_REGION, NEIGHBOUR_REGION, 60_000),
+        (LESHAN_REGION, NEIGHBOUR_REGION, 60_000),
+    ],
+)
+async def test_the_treating_regions_price_ceiling_decides_the_scope(
+    deployment: Deployment, insured: str, treating: str, overlmt_fen: int
+) -> None:
+    person = pick(deployment, insured, None)
+    async with deployment.client(community(deployment, treating)) as c:
+        await c.sign_in()
+        visit = await open_visit(c, person, [("TCEIL001", "1500.00", "1")])
+        out = await c.settle(visit.region, visit.settle_data())
+    assert fen(out.setlinfo.overlmt_selfpay) == overlmt_fen
+    assert fen(out.setlinfo.inscp_scp_amt) == 150_000 - overlmt_fen
+    stored = await deployment.fetchval(
+        "SELECT overlmt_amt_fen FROM fee_details WHERE mdtrt_id = $1", visit.mdtrt_id
+    )
+    assert stored == overlmt_fen
+
+
+async def test_a_pharmacy_prices_the_basket_with_its_regions_ceiling(
+    deployment: Deployment,
+) -> None:
+    person = pick(deployment, HOME_REGION, None)
+    shop = community(deployment, NEIGHBOUR_REGION, pharmacy=True)
+    line = pharmacy_presettle_msg.DrugDetail(
+        feedetl_sn="0001",
+        fee_ocur_time=NOW,
+        med_list_codg="TCEIL001",
+        medins_list_codg="LTCEIL001",
+        det_item_fee_sumamt=yuan(1500),
+        cnt=decimal.Decimal(1),
+        pric=yuan(1500),
+    )
+    info = pharmacy_settle_msg.DrugInfo(
+        psn_no=person.psn_no,
+        mdtrt_cert_type="02",
+        mdtrt_cert_no=person.certno,
+        begntime=NOW,
+        medfee_sumamt=yuan(1500),
+        insutype="310",
+    )
+    async with deployment.client(shop) as pos:
+        await pos.sign_in()
+        trial = await pos.pharmacy_pre_settle(person.insuplc_admdvs, info, [line])
+    assert trial.detlcutinfo[0].overlmt_amt == yuan(600)
+    assert trial.detlcutinfo[0].pric_uplmt_amt == yuan(900)
