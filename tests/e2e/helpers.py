@@ -100,9 +100,9 @@ async def open_visit(
     registered by ID number unless `registration_overrides` names another credential."""
     global _counter
     _counter += 1
+    ipt_otp_no = f"E2E{_counter:07d}"  # taken before any await: visits opened at once differ
     info = await client.person_info_by_id_number(person.certno)
     region = info.insuinfo[0].insuplc_admdvs
-    ipt_otp_no = f"E2E{_counter:07d}"
     reg = await client.register(
         region, registration(person, ipt_otp_no, **(registration_overrides or {}))
     )
