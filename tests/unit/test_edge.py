@@ -12,7 +12,6 @@ import decimal
 import json
 import random
 import re
-import timeit
 from dataclasses import dataclass
 from typing import Any
 
@@ -456,17 +455,10 @@ def body_2204(lines: int = 50) -> bytes:
     return msgspec.json.Encoder(decimal_format="number").encode(envelope)
 
 
-def test_clean_2204_body_costs_about_one_msgspec_decode_and_encode() -> None:
-    """Relative, so that a loaded machine does not fail it: the check of a clean 2204
-    with 50 fee lines takes the fast tier and costs under twice a plain msgspec decode
-    and re-encode of the same body (the exact tier alone costs about 7 times that).
-    Best of 15 alternating rounds of 100 calls each."""
+def test_a_clean_2204_body_takes_the_fast_tier() -> None:
+    """A clean 2204 with 50 fee lines is proven clean without the exact tier (what that
+    saves is measured by tests/bench/test_edge_bench.py, never asserted here: timings
+    do not belong in unit tests)."""
     body = body_2204()
     assert edge._proven_clean(body)
-    check_s, floor_s = [], []
-    for _ in range(15):
-        check_s.append(timeit.timeit(lambda: edge.check_body(body), number=100))
-        floor_s.append(
-            timeit.timeit(lambda: msgspec.json.encode(msgspec.json.decode(body)), number=100)
-        )
-    assert min(check_s) < 2 * min(floor_s), (min(check_s) * 1e4, min(floor_s) * 1e4)
+    assert edge.check_body(body) is None
