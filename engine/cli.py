@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     with_config(ledger_commands.add_parser("seal", help="seal finished journal entries now"))
     with_config(
         ledger_commands.add_parser(
+            "clearing", help="what each insured region owes each treating region (异地就医)"
+        )
+    )
+    with_config(
+        ledger_commands.add_parser(
             "verify", help="replay the per-region hash chains; exit 1 if history changed"
         )
     )
@@ -211,6 +216,30 @@ class LedgerViolation(Exception):
     pass
 
 
+async def _ledger_clearing(cfg: Config) -> None:
+    from engine.ledger_check import clearing
+
+    async with database_dsn(cfg) as dsn:
+        conn = await _connect(dsn, cfg)
+        try:
+            pairs = await clearing(conn, timeout_s=max(cfg.database.command_timeout_s, 300.0))
+        finally:
+            await conn.close()
+    print("insured  treating  settlements          owed (yuan)    insured's due   treating's recv")
+    for p in pairs:
+        print(
+            f"{p.insuplc_admdvs}   {p.mdtrtarea_admvs}    {p.settlements:>11,}"
+            f" {_yuan(p.owed_fen):>20} {_yuan(p.due_fen):>16} {_yuan(p.receivable_fen):>17}"
+        )
+    if not pairs:
+        print("no cross-region settlements")
+
+
+def _yuan(fen: int) -> str:
+    sign, fen = ("-", -fen) if fen < 0 else ("", fen)
+    return f"{sign}{fen // 100:,}.{fen % 100:02d}"
+
+
 async def _ledger_seal(cfg: Config) -> None:
     from engine.ledger_seal import seal
 
@@ -288,7 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             return constants.EXIT_HSM
         return 0
     if args.command == "ledger":
-        action = {"check": _ledger_check, "seal": _ledger_seal, "verify": _ledger_verify}
+        action = {
+            "check": _ledger_check,
+            "seal": _ledger_seal,
+            "verify": _ledger_verify,
+            "clearing": _ledger_clearing,
+        }
         return _run(action[args.ledger_command], cfg)
     plugin_main = getattr(args, "plugin_main", None)
     if plugin_main is not None:

@@ -162,3 +162,54 @@ async def check(conn: asyncpg.Connection, timeout_s: float) -> Report:
     return Report(
         violations, counts["entries"], counts["postings"], counts["settled"], counts["cancelled"]
     )
+
+
+@dataclass(frozen=True)
+class ClearingPair:
+    """What an insured region owes a treating region for its insured's live
+    cross-region settlements (DOMAIN.md §5.4), from both regions' books."""
+
+    insuplc_admdvs: str
+    mdtrtarea_admvs: str
+    settlements: int  # live cross-region settlements of the pair
+    owed_fen: int  # their fund and account money
+    due_fen: int  # -(postings on xdue:<insured>:<treating>): the insured region's payable
+    receivable_fen: int  # postings on xrecv:<treating>:<insured>: the treating region's
+
+
+CLEARING_SQL = (
+    "SELECT COALESCE(s.insuplc_admdvs, b.insuplc) AS insuplc,"
+    " COALESCE(s.mdtrtarea_admvs, b.treating) AS treating,"
+    " COALESCE(s.n, 0) AS n, COALESCE(s.owed_fen, 0) AS owed_fen,"
+    " COALESCE(-b.due_fen, 0) AS due_fen, COALESCE(b.recv_fen, 0) AS recv_fen FROM ("
+    "  SELECT insuplc_admdvs, mdtrtarea_admvs, count(*) AS n,"
+    "  sum(fund_pay_sumamt_fen + acct_pay_fen) AS owed_fen FROM settlements"
+    "  WHERE state = 'settled' AND insuplc_admdvs <> mdtrtarea_admvs GROUP BY 1, 2"
+    " ) s FULL JOIN ("
+    "  SELECT CASE WHEN account LIKE 'xdue:%' THEN split_part(account, ':', 2)"
+    "         ELSE split_part(account, ':', 3) END AS insuplc,"
+    "  CASE WHEN account LIKE 'xdue:%' THEN split_part(account, ':', 3)"
+    "       ELSE split_part(account, ':', 2) END AS treating,"
+    "  sum(amount_fen) FILTER (WHERE account LIKE 'xdue:%') AS due_fen,"
+    "  sum(amount_fen) FILTER (WHERE account LIKE 'xrecv:%') AS recv_fen"
+    "  FROM postings WHERE account LIKE 'xdue:%' OR account LIKE 'xrecv:%' GROUP BY 1, 2"
+    " ) b ON b.insuplc = s.insuplc_admdvs AND b.treating = s.mdtrtarea_admvs"
+    " ORDER BY 1, 2"
+)
+
+
+async def clearing(conn: asyncpg.Connection, timeout_s: float) -> list[ClearingPair]:
+    """The clearing balances of every region pair, in one snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(CLEARING_SQL, timeout=timeout_s)
+    return [
+        ClearingPair(  # sum() of bigint is numeric: back to int
+            r["insuplc"],
+            r["treating"],
+            int(r["n"]),
+            int(r["owed_fen"]),
+            int(r["due_fen"]),
+            int(r["recv_fen"]),
+        )
+        for r in rows
+    ]

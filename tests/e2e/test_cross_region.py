@@ -305,3 +305,23 @@ async def test_a_pharmacy_prices_the_basket_with_its_regions_ceiling(
         trial = await pos.pharmacy_pre_settle(person.insuplc_admdvs, info, [line])
     assert trial.detlcutinfo[0].overlmt_amt == yuan(600)
     assert trial.detlcutinfo[0].pric_uplmt_amt == yuan(900)
+
+
+def test_ledger_clearing_shows_each_pair_owed_from_both_books(deployment: Deployment) -> None:
+    """`yikatong ledger clearing`: per (insured, treating) pair the live cross-region
+    settlements and their fund and account money, equal in the insured region's due and
+    the treating region's receivable."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "engine", "ledger", "clearing"],
+        env={"PATH": "/usr/bin:/bin", "YIKATONG_DATABASE_URL": deployment.dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split() for line in shown.stdout.splitlines()[1:]]
+    pairs = {(r[0], r[1]): r[2:] for r in rows}
+    assert (NEIGHBOUR_REGION, HOME_REGION) in pairs and (HOME_REGION, NEIGHBOUR_REGION) in pairs
+    for count, owed, due, recv in pairs.values():
+        assert int(count.replace(",", "")) > 0 and owed == due == recv
