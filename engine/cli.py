@@ -82,6 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     with_config(db_commands.add_parser("migrate", help="apply pending migrations"))
     with_config(db_commands.add_parser("status", help="show applied and pending migrations"))
 
+    _add_ledger(commands, with_config)
+
+    hsm_cli.add_commands(commands, with_config)
+    filing_cli.add_commands(commands, with_config)
+
+    for plugin in _plugins():
+        plugin(commands, with_config)
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    with_config(config_commands.add_parser("show", help="print the effective configuration"))
+    return parser
+
+
+def _add_ledger(
+    commands: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
     ledger = commands.add_parser("ledger", help="ledger invariants")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     with_config(
@@ -100,17 +117,6 @@ def _parser() -> argparse.ArgumentParser:
             "verify", help="replay the per-region hash chains; exit 1 if history changed"
         )
     )
-
-    hsm_cli.add_commands(commands, with_config)
-    filing_cli.add_commands(commands, with_config)
-
-    for plugin in _plugins():
-        plugin(commands, with_config)
-
-    config = commands.add_parser("config", help="inspect the configuration")
-    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    with_config(config_commands.add_parser("show", help="print the effective configuration"))
-    return parser
 
 
 def _plugins() -> list[Callable[..., None]]:
