@@ -2,6 +2,7 @@
 entry point (the engine never imports the load tester).
 
     yikatong loadtest --baseline --duration 60 --out var/loadtest
+    yikatong loadtest --baseline --scenario pharmacy      # 2102, a 5-item basket each
     yikatong loadtest --rate 200 --duration 30            # open loop at 200 arrivals/s
     yikatong loadtest --mode closed --concurrency 32      # closed loop: capacity
     yikatong loadtest --find-max --slo-ms 25              # highest rate within the SLO
@@ -54,7 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--mix", type=_mix, help="weighted scenarios, e.g. outpatient=8,person-info=2"
     )
-    what.add_argument("--terminals", type=_positive(int), default=20, help="hospital terminals")
+    what.add_argument(
+        "--terminals",
+        type=_positive(int),
+        default=20,
+        help="terminals of each kind the mix sends from (hospitals; pharmacies for 2102)",
+    )
     what.add_argument("--seed", type=int, default=DEFAULT_SEED, help="population and run seed")
     how = p.add_argument_group("how")
     how.add_argument("--rate", type=_positive(float), help="arrivals per second (open loop)")

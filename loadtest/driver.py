@@ -24,9 +24,10 @@ from typing import Literal
 import aiohttp
 import msgspec
 
+from engine.invariant import invariant
 from loadtest.recorder import Recorder
 from loadtest.scenarios import SCENARIOS, Item, PersonRef, Plan, Scenario, plan
-from loadtest.sender import Prepared, Sender, make_terminal
+from loadtest.sender import LoadTerminal, Prepared, Sender, make_terminal
 from terminals.client import Credentials
 from terminals.msgid import MsgIdFactory
 
@@ -46,7 +47,8 @@ class TerminalSpec(msgspec.Struct, frozen=True, array_like=True):
 
 class WorkerSpec(msgspec.Struct, frozen=True):
     """Everything one generator process needs; it travels to worker processes as
-    msgpack bytes."""
+    msgpack bytes. `terminals` are hospital terminals, `pharmacies` pharmacy ones
+    (each scenario is sent by the kind its `inst_type` names)."""
 
     url: str
     worker: int
@@ -66,9 +68,23 @@ class WorkerSpec(msgspec.Struct, frozen=True):
     max_in_flight: int
     connections: int
     items_max: int = 5
+    pharmacies: list[TerminalSpec] = []
 
 
 Progress = Callable[[Recorder], None]
+
+
+def _terminal(t: TerminalSpec, http: aiohttp.ClientSession, url: str) -> LoadTerminal:
+    credentials = Credentials(
+        terminal_id=t.terminal_id,
+        mac_key=bytes.fromhex(t.mac_key_hex),
+        fixmedins_code=t.fixmedins_code,
+        fixmedins_name=t.fixmedins_name,
+        mdtrtarea_admvs=t.admdvs,
+        opter=t.opter,
+        opter_name="收费员",
+    )
+    return make_terminal(credentials, http, url, MsgIdFactory.for_institution(t.fixmedins_code))
 
 
 class Driver:
@@ -77,26 +93,16 @@ class Driver:
         self.rng = random.Random(f"{spec.seed}/{spec.worker}")
         self.recorder = recorder
         self.sender = Sender(http, spec.url, recorder, spec.timeout_s)
-        self.terminals = [
-            make_terminal(
-                Credentials(
-                    terminal_id=t.terminal_id,
-                    mac_key=bytes.fromhex(t.mac_key_hex),
-                    fixmedins_code=t.fixmedins_code,
-                    fixmedins_name=t.fixmedins_name,
-                    mdtrtarea_admvs=t.admdvs,
-                    opter=t.opter,
-                    opter_name="收费员",
-                ),
-                http,
-                spec.url,
-                MsgIdFactory.for_institution(t.fixmedins_code),
-            )
-            for t in spec.terminals
-        ]
         names = [name for name, _ in spec.mix]
         self.scenarios: list[Scenario] = [SCENARIOS[n]() for n in names]
         self.weights = [w for _, w in spec.mix]
+        # Only the kinds of terminal the mix sends from are signed in.
+        of_kind = {"hospital": spec.terminals, "pharmacy": spec.pharmacies}
+        self.by_kind: dict[str, list[LoadTerminal]] = {}
+        for kind in sorted({s.inst_type for s in self.scenarios}):
+            invariant(bool(of_kind[kind]), f"the mix sends from {kind} terminals; none given")
+            self.by_kind[kind] = [_terminal(t, http, spec.url) for t in of_kind[kind]]
+        self.terminals = [t for kind in self.by_kind.values() for t in kind]
         self._serial = 0
 
     async def sign_in(self) -> None:
@@ -109,11 +115,12 @@ class Driver:
         serial = f"{self.spec.run_token}{self.spec.worker:02d}{self._serial:08d}"
         p = plan(
             self.rng,
-            self.terminals,
+            self.by_kind[scenario.inst_type],
             self.spec.persons,
             self.spec.catalog,
             serial,
             self.spec.items_max,
+            scenario.lines,
         )
         return scenario, p
 

@@ -35,6 +35,7 @@ from loadtest.world import World
 
 START_DELAY_S = 1.0  # workers sign in before the shared t0
 SPAWN_START_DELAY_S = 8.0  # spawned workers import and sign in first
+SEED_OPTION = {"hospital": "--hospitals", "pharmacy": "--pharmacies"}
 
 
 def _specs(
@@ -48,7 +49,7 @@ def _specs(
     run_token: str,
     url: str,
 ) -> list[WorkerSpec]:
-    n = max(1, min(args.workers, len(world.terminals)))
+    n = _processes(args, world)
     delay = START_DELAY_S if n == 1 else SPAWN_START_DELAY_S
     t0 = time.monotonic() + delay
     specs = []
@@ -68,6 +69,7 @@ def _specs(
                 seed=args.seed,
                 arrivals=args.arrivals,
                 terminals=world.terminals[k::n],
+                pharmacies=world.pharmacies[k::n],
                 persons=world.persons,
                 catalog=world.catalog,
                 timeout_s=args.timeout,
@@ -76,6 +78,26 @@ def _specs(
             )
         )
     return specs
+
+
+def _kinds(args: argparse.Namespace) -> list[str]:
+    """The kinds of institution whose terminals the mix sends from."""
+    return sorted({SCENARIOS[name].inst_type for name, _ in args.mix})
+
+
+def _processes(args: argparse.Namespace, world: World) -> int:
+    """Generator processes: each needs terminals of its own of every kind the mix
+    sends from (msgids are drawn per institution and process)."""
+    counts: list[int] = [args.workers]
+    for kind in _kinds(args):
+        terminals = world.of_kind(kind)
+        if not terminals:
+            raise SystemExit(
+                f"yikatong loadtest: the mix sends from {kind} terminals and the deployment"
+                f" has none (seed some: yikatong seed {SEED_OPTION[kind]} N)"
+            )
+        counts.append(len(terminals))
+    return max(1, min(counts))
 
 
 def _run_token() -> str:
@@ -142,8 +164,9 @@ def _settings(args: argparse.Namespace, mode: str, world: World, target: Target)
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "arrivals": args.arrivals,
-        "terminals": len(world.terminals),
-        "generator_processes": max(1, min(args.workers, len(world.terminals))),
+        "terminals": sum(len(world.of_kind(k)) for k in _kinds(args)),
+        "terminals_of": ", ".join(_kinds(args)),
+        "generator_processes": _processes(args, world),
         "persons_sampled": len(world.persons),
         "timeout_s": args.timeout,
         "seed": args.seed,

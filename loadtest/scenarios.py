@@ -2,14 +2,17 @@
 
 An arrival is one *unit* of work: for the settlement scenarios one outpatient
 settlement (the yardstick: 2201 register → 2204 fee details → 2207 settle, each
-request durable on its own), for the others one lookup or one registration. The
-first request of a unit is prepared and signed before its intended send time; the
-later ones depend on earlier answers (`mdtrt_id`) and leave as soon as those arrive,
-so their intended time is the previous answer's arrival.
+request durable on its own) or one pharmacy settlement (2102 with a 5-item basket: one
+request, one durable settlement, DESIGN.md §8's target), for the others one lookup or
+one registration. The first request of a unit is prepared and signed before its
+intended send time; the later ones depend on earlier answers (`mdtrt_id`) and leave as
+soon as those arrive, so their intended time is the previous answer's arrival.
 
-A scenario is a class with `name`, `unit`, `first()` and `rest()`; `SCENARIOS` is the
-table `--scenario` and `--mix` choose from. Pharmacy (2102), inpatient and
-cross-region scenarios plug in here as those transactions land.
+A scenario is a class with `name`, `unit`, `first()` and `rest()`, the kind of
+institution whose terminals send it (`inst_type`) and, where the unit has a fixed
+size, its number of lines (`lines`); `SCENARIOS` is the table `--scenario` and `--mix`
+choose from. Inpatient and cross-region scenarios plug in here as those transactions
+land.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import datetime as dt
 import decimal
 import random
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -32,9 +35,13 @@ from terminals.messages.outpatient import register as register_msg
 from terminals.messages.outpatient import settle as settle_msg
 from terminals.messages.outpatient import unregister as unregister_msg
 from terminals.messages.outpatient import visit as visit_msg
+from terminals.messages.pharmacy import presettle as pharmacy_presettle_msg
+from terminals.messages.pharmacy import settle as pharmacy_settle_msg
 from terminals.wire import Request
 
 CENT = decimal.Decimal("0.01")
+PHARMACY_BASKET_LINES = 5  # DESIGN.md §8: the yardstick is 2102 with a 5-item basket
+InstType = Literal["hospital", "pharmacy"]
 
 
 class PersonRef(msgspec.Struct, frozen=True, array_like=True):
@@ -70,8 +77,10 @@ def plan(
     catalog: list[Item],
     serial: str,
     items_max: int = 5,
+    items_exact: int | None = None,
 ) -> Plan:
-    n = rng.randint(1, items_max)
+    """One arrival: 1..`items_max` lines, or exactly `items_exact` when given."""
+    n = items_exact if items_exact is not None else rng.randint(1, items_max)
     return Plan(
         terminal=rng.choice(terminals),
         person=rng.choice(persons),
@@ -156,6 +165,8 @@ class Scenario:
     unit: ClassVar[str]
     description: ClassVar[str]
     settles: ClassVar[bool] = False  # a completed unit is a durable settlement
+    inst_type: ClassVar[InstType] = "hospital"  # whose terminals send it
+    lines: ClassVar[int | None] = None  # fee lines per unit; None: 1..items_max
 
     def first(self, p: Plan) -> Request:
         """The first request (its infno is its type's)."""
@@ -286,8 +297,50 @@ class SettleAndCancel(Outpatient):
         return True
 
 
+def _drug_lines(p: Plan) -> tuple[list[pharmacy_presettle_msg.DrugDetail], decimal.Decimal]:
+    lines, total = [], decimal.Decimal(0)
+    for n, (item, cnt) in enumerate(p.items):
+        pric = (decimal.Decimal(item.price_fen) / 100).quantize(CENT)
+        amount = (pric * cnt).quantize(CENT)
+        total += amount
+        lines.append(
+            pharmacy_presettle_msg.DrugDetail(
+                feedetl_sn=f"{n + 1:04d}",
+                fee_ocur_time=p.when,
+                med_list_codg=item.med_list_codg,
+                medins_list_codg=f"L{item.med_list_codg}",
+                det_item_fee_sumamt=amount,
+                cnt=decimal.Decimal(cnt),
+                pric=pric,
+            )
+        )
+    return lines, total
+
+
+class Pharmacy(Scenario):
+    name = "pharmacy"
+    unit = "settlement"
+    description = "2102 with a 5-item basket by ID number: one request, one durable settlement"
+    settles = True
+    inst_type = "pharmacy"
+    lines = PHARMACY_BASKET_LINES
+
+    def first(self, p: Plan) -> Request:
+        lines, total = _drug_lines(p)
+        info = pharmacy_settle_msg.DrugInfo(
+            psn_no=p.person.psn_no,
+            mdtrt_cert_type="02",
+            mdtrt_cert_no=p.person.certno,
+            begntime=p.when,
+            medfee_sumamt=total,
+            insutype=p.person.insutype,
+            acct_used_flag="1" if p.acct_used else "0",
+        )
+        return pharmacy_settle_msg.Input(druginfo=info, drugdetail=lines)
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (Outpatient, Visit, PersonInfo, Register, SettleAndCancel)
+    s.name: s for s in (Outpatient, Visit, PersonInfo, Register, SettleAndCancel, Pharmacy)
 }
 
 

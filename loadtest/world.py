@@ -1,5 +1,6 @@
-"""What the generator knows of the deployment it loads: terminals (with the keys they
-sign with), catalog items and a sample of insured persons.
+"""What the generator knows of the deployment it loads: terminals of hospitals and of
+pharmacies (with the keys they sign with), catalog items and a sample of insured
+persons.
 
 With a database URL the facts are read from the engine's own database — any
 population size, seeded by whatever tool — and the persons are a uniform random
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -36,10 +37,14 @@ class WorldError(Exception):
 
 @dataclass(frozen=True)
 class World:
-    terminals: list[TerminalSpec]
+    terminals: list[TerminalSpec]  # hospitals'
     catalog: list[Item]
     persons: list[PersonRef]
     population: int  # insured persons in the engine's database (or the seed's size)
+    pharmacies: list[TerminalSpec] = field(default_factory=list)  # pharmacies' terminals
+
+    def of_kind(self, inst_type: str) -> list[TerminalSpec]:
+        return self.pharmacies if inst_type == "pharmacy" else self.terminals
 
 
 def _terminal(row: tuple[str, str, str, str, str], keys: Callable[[str], bytes]) -> TerminalSpec:
@@ -53,20 +58,24 @@ def _price(code: str, ceiling_fen: int | None, rng: random.Random) -> int:
     return rng.choice(PRICE_POINTS_FEN)
 
 
+TERMINALS_SQL = (
+    "SELECT t.terminal_id, t.fixmedins_code, i.fixmedins_name, i.admdvs,"
+    "       (SELECT min(o.opter) FROM operators o WHERE o.fixmedins_code = i.fixmedins_code)"
+    " FROM terminals t JOIN institutions i USING (fixmedins_code)"
+    " WHERE t.active AND i.inst_type = $2"
+    " ORDER BY t.terminal_id LIMIT $1"
+)
+
+
 async def from_database(
     dsn: str, keys: Callable[[str], bytes], terminals: int, sample: int, seed: int
 ) -> World:
+    """`terminals` of each kind at most; no pharmacy terminal is not an error here
+    (only a mix with the pharmacy scenario needs them)."""
     conn = await asyncpg.connect(dsn, timeout=30)
     try:
-        rows = await conn.fetch(
-            "SELECT t.terminal_id, t.fixmedins_code, i.fixmedins_name, i.admdvs,"
-            "       (SELECT min(o.opter) FROM operators o WHERE o.fixmedins_code = i.fixmedins_code)"
-            " FROM terminals t JOIN institutions i USING (fixmedins_code)"
-            " WHERE t.active AND i.inst_type = 'hospital'"
-            " ORDER BY t.terminal_id LIMIT $1",
-            terminals,
-            timeout=QUERY_TIMEOUT_S,
-        )
+        rows = await conn.fetch(TERMINALS_SQL, terminals, "hospital", timeout=QUERY_TIMEOUT_S)
+        shops = await conn.fetch(TERMINALS_SQL, terminals, "pharmacy", timeout=QUERY_TIMEOUT_S)
         items = await conn.fetch(
             "SELECT med_list_codg, price_ceiling_fen_per_unit FROM catalog_items"
             " ORDER BY med_list_codg",
@@ -89,6 +98,7 @@ async def from_database(
         await conn.close()
     if not rows or any(r[4] is None for r in rows):
         raise WorldError("no active hospital terminal with an operator in the database")
+    shops = [r for r in shops if r[4] is not None]
     if not items:
         raise WorldError("the catalog is empty")
     rng = random.Random(seed)
@@ -97,6 +107,7 @@ async def from_database(
         catalog=[Item(r[0], _price(r[0], r[1], rng)) for r in items],
         persons=[PersonRef(*r) for r in people],
         population=population,
+        pharmacies=[_terminal(tuple(r), keys) for r in shops],
     )
 
 
@@ -110,15 +121,21 @@ def from_seed(
     pharmacies: int,
 ) -> World:
     pop = generate(seed, persons, hospitals=hospitals, pharmacies=pharmacies)
-    insts = [i for i in pop.institutions if i.inst_type == "hospital"][:terminals]
-    if not insts:
-        raise WorldError("the population has no hospitals")
-    return World(
-        terminals=[
+
+    def of_kind(inst_type: str) -> list[TerminalSpec]:
+        insts = [i for i in pop.institutions if i.inst_type == inst_type][:terminals]
+        return [
             _terminal((i.terminal_id, i.fixmedins_code, i.fixmedins_name, i.admdvs, i.opter), keys)
             for i in insts
-        ],
+        ]
+
+    hospital_terminals = of_kind("hospital")
+    if not hospital_terminals:
+        raise WorldError("the population has no hospitals")
+    return World(
+        terminals=hospital_terminals,
         catalog=[Item(c.med_list_codg, c.typical_price_fen) for c in pop.catalog],
         persons=[PersonRef(p.psn_no, p.certno, p.insutype, p.insuplc_admdvs) for p in pop.persons],
         population=len(pop.persons),
+        pharmacies=of_kind("pharmacy"),
     )

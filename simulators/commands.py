@@ -125,6 +125,27 @@ def add_sim(
     his.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the population's seed")
     his.add_argument("--persons", type=int, default=10_000, help="the population's size")
     his.set_defaults(plugin_main=_his, plugin_needs_database=False)
+    pos = with_config(
+        sims.add_parser(
+            "pos",
+            help="sell pharmacy baskets (2101 → 2102, some 2103) against a running engine",
+            description="Pharmacy tills of the seeded population sell baskets of 1-6"
+            " catalog items to patients identified by card, e-card or ID number; a share"
+            " of the 2102 answers can be lost on purpose and is reversed with 2601.",
+        )
+    )
+    pos.add_argument("--url", required=True, help="engine base URL, e.g. http://127.0.0.1:8080")
+    pos.add_argument("--purchases", type=int, default=500)
+    pos.add_argument("--concurrency", type=int, default=8)
+    pos.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the population's seed")
+    pos.add_argument("--persons", type=int, default=10_000, help="the population's size")
+    pos.add_argument(
+        "--lost-answer-share",
+        type=float,
+        default=0.0,
+        help="share of 2102s whose request or answer the simulated network loses (0-1)",
+    )
+    pos.set_defaults(plugin_main=_pos, plugin_needs_database=False)
     from simulators import hsm_server
 
     hsm = with_config(
@@ -160,6 +181,30 @@ async def _his(args: argparse.Namespace, dsn: str) -> None:
         keys,
         IssuerMasters.from_env(),
         platform_from_env(),
+    )
+
+
+async def _pos(args: argparse.Namespace, dsn: str) -> None:
+    from simulators.card.keys import IssuerMasters
+    from simulators.ecard import platform_from_env
+    from simulators.keys import terminal_keys_from_env
+    from simulators.report import run_pos_and_report
+
+    if args.purchases < 1 or args.concurrency < 1:
+        raise SystemExit("yikatong sim pos: --purchases and --concurrency must be at least 1")
+    if not 0.0 <= args.lost_answer_share <= 1.0:
+        raise SystemExit("yikatong sim pos: --lost-answer-share must be between 0 and 1")
+    # Keys as for `sim his`: the demo key file the engine's soft HSM opens.
+    await run_pos_and_report(
+        args.url,
+        args.seed,
+        args.persons,
+        args.purchases,
+        args.concurrency,
+        terminal_keys_from_env(),
+        IssuerMasters.from_env(),
+        platform_from_env(),
+        lost_answer_share=args.lost_answer_share,
     )
 
 
