@@ -289,6 +289,35 @@ def _setldetail(
     return tuple(rows)
 
 
+class _AccountFirst(Struct, frozen=True, kw_only=True):
+    applies: bool
+    acct_fen: int = 0  # what the account pays, before the pool
+    on_inscp_fen: int = 0  # of it, in-scope money the pool then does not see
+
+
+def _account_first(
+    policy: PolicyParams,
+    benefit: Benefit,
+    acct_used: bool,
+    balance_fen: int,
+    lines: Sequence[DetailSplit],
+) -> _AccountFirst:
+    """先个人账户后统筹 (DOMAIN.md §4.4; the region's `pharmacy_account_first`): at a
+    pharmacy the account pays first — the parts it may pay outside the scope (the 乙
+    first self-paid part, and 丙 and over-ceiling parts where the policy lets it), then
+    in-scope money — and the pool's deductible and ratio apply only to the in-scope
+    money the account left. [I]: the order within the bill is this engine's reading."""
+    if not (benefit is Benefit.pharmacy and policy.outpatient.pharmacy_account_first):
+        return _AccountFirst(applies=False)
+    medfee = sum(d.det_item_fee_sumamt_fen for d in lines)
+    outside = sum(d.fulamt_ownpay_amt_fen + d.overlmt_amt_fen for d in lines)
+    acct = _account_pay(policy, acct_used, balance_fen, medfee, outside)
+    may_outside = sum(d.preselfpay_amt_fen for d in lines) + (
+        outside if policy.account_covers_self_pay else 0
+    )
+    return _AccountFirst(applies=True, acct_fen=acct, on_inscp_fen=max(0, acct - may_outside))
+
+
 def adjudicate(
     lines: Sequence[DetailSplit],
     person: PersonFacts,
@@ -308,21 +337,27 @@ def adjudicate(
     fulamt = sum(d.fulamt_ownpay_amt_fen for d in lines)
     overlmt = sum(d.overlmt_amt_fen for d in lines)
     inscp = sum(d.inscp_scp_amt_fen for d in lines)
+    balance = person.acct_balance_fen
+    acct_first = _account_first(policy, benefit, acct_used, balance, lines)
+    pooled = inscp - acct_first.on_inscp_fen
     if benefit is Benefit.inpatient:
-        pool = _inpatient_pooling(inscp, person, acc, policy, level, factor_bp)
+        pool = _inpatient_pooling(pooled, person, acc, policy, level, factor_bp)
         after = replace(acc, fund_paid_fen=acc.fund_paid_fen + pool.fund_fen)
     else:
         key = PHARMACY_KEY if benefit is Benefit.pharmacy else level.value
-        pool = _outpatient_pooling(inscp, person, acc, policy, key, factor_bp)
+        pool = _outpatient_pooling(pooled, person, acc, policy, key, factor_bp)
         after = replace(
             acc,
             deductible_used_fen=acc.deductible_used_fen + pool.deductible_consumed_fen,
             outpatient_fund_paid_fen=acc.outpatient_fund_paid_fen + pool.fund_fen,
             fund_paid_fen=acc.fund_paid_fen + pool.fund_fen,
         )
-    balance = person.acct_balance_fen
     psn_part = medfee - pool.fund_fen  # hosp_part_amt is 0: no hospital-borne share yet
-    acct = _account_pay(policy, acct_used, balance, psn_part, fulamt + overlmt)
+    acct = (
+        acct_first.acct_fen
+        if acct_first.applies
+        else _account_pay(policy, acct_used, balance, psn_part, fulamt + overlmt)
+    )
     split = SettlementSplit(
         medfee_sumamt_fen=medfee,
         fulamt_ownpay_amt_fen=fulamt,

@@ -10,7 +10,9 @@ order is the list of `if`s in `decide_pharmacy`: every line's amount is its pric
 quantity; the person is insured here under this scheme and active; the credential may
 carry the money (2102: settlement/proofs.py); then the money itself as a 2207 prices it
 (`price_settlement`: the basket's total, the policy, the split, the postings), with the
-insured region's "pharmacy" ratio of the outpatient pooling.
+insured region's "pharmacy" ratio of the outpatient pooling — and where that region's
+policy says `pharmacy_account_first` (Leshan's fixture), the personal account pays
+first and the pool only the in-scope money it left (settlement.adjudication).
 """
 
 from __future__ import annotations

@@ -83,6 +83,8 @@ class OutpatientPolicy(Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     annual_limit_fen_retired: Fen
     # Keyed by level value or "pharmacy"; a missing key means no pooling there.
     ratio_bp: dict[str, RatioBp]
+    # 先个人账户后统筹 at pharmacies: the account pays first, the pool only what it left.
+    pharmacy_account_first: bool = False
 
 
 class InpatientPolicy(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -34,7 +34,12 @@ pytestmark = pytest.mark.slow
 _used: set[int] = set()
 
 
-def pick(d: Deployment, region: str, filing: tuple[str, str] | None) -> Person:
+def pick(
+    d: Deployment,
+    region: str,
+    filing: tuple[str, str] | None,
+    balance: tuple[int, int] = (30_000, 10**9),
+) -> Person:
     """An employee insured in `region`, not retired, with exactly `filing` (kind,
     treating region) or none, not yet used — taken from the end of the population, away
     from the persons Deployment.person() hands out."""
@@ -47,7 +52,7 @@ def pick(d: Deployment, region: str, filing: tuple[str, str] | None) -> Person:
             and p.insuplc_admdvs == region
             and p.insutype == "310"
             and not p.retired
-            and p.acct_balance_fen >= 30_000
+            and balance[0] <= p.acct_balance_fen < balance[1]
             and has == filing
         ):
             _used.add(i)
@@ -164,9 +169,13 @@ async def test_a_cancelled_cross_region_settlement_takes_its_clearing_back_out(
 
 
 async def test_a_pharmacy_purchase_in_another_region(deployment: Deployment) -> None:
-    """Leshan-insured, referred to Chengdu, at a Chengdu pharmacy: Leshan's pharmacy
-    ratio 40 % × 85 % = 34 %; (300.00 − 180.00) × 34 % = 40.80."""
-    person = pick(deployment, LESHAN_REGION, ("referral", HOME_REGION))
+    """Leshan-insured, referred to Chengdu, at a Chengdu pharmacy: Leshan's rules apply —
+    the account pays first (先个人账户后统筹), then the pharmacy ratio 40 % × 85 % = 34 %
+    pays on what in-scope money it left above the 180.00 deductible. With B in the
+    account: the account pays min(B, 300.00), the fund (max(0, 300.00 − B − 180.00)) ×
+    34 %."""
+    person = pick(deployment, LESHAN_REGION, ("referral", HOME_REGION), balance=(1, 10**9))
+    b = person.acct_balance_fen
     shop = community(deployment, HOME_REGION, pharmacy=True)
     line = pharmacy_presettle_msg.DrugDetail(
         feedetl_sn="0001",
@@ -188,7 +197,9 @@ async def test_a_pharmacy_purchase_in_another_region(deployment: Deployment) -> 
     async with deployment.client(shop) as pos:
         await pos.sign_in()
         out = await pos.pharmacy_settle(person.insuplc_admdvs, info, [line])
-    assert fen(out.setlinfo.hifp_pay) == 4_080
+    assert fen(out.setlinfo.acct_pay) == min(b, 30_000)
+    above = max(0, 30_000 - b - 18_000)
+    assert fen(out.setlinfo.hifp_pay) == (above * 34 * 2 + 100) // 200  # × 34 %, half-up
     assert out.setlinfo.clr_optins == HOME_REGION
     postings = await entry_postings(deployment, out.setlinfo.setl_id or "")
     assert postings[f"xrecv:{HOME_REGION}:{LESHAN_REGION}"] == fen(out.setlinfo.hifp_pay) + fen(

@@ -112,6 +112,7 @@ def policies(draw: st.DrawFn) -> PolicyParams:
             annual_limit_fen_employed=draw(fen),
             annual_limit_fen_retired=draw(fen),
             ratio_bp=draw(ratio_tables([*LEVELS, PHARMACY_KEY])),
+            pharmacy_account_first=draw(st.booleans()),
         ),
         inpatient=InpatientPolicy(
             deductible_fen={lv: draw(fen) for lv in inpatient_ratio},

@@ -115,3 +115,35 @@ def test_cross_region_the_insured_regions_ratio_times_the_filing_factor(
     assert f"支付比例 {ratio_bp // 100}.{ratio_bp % 100:02d}%" in text
     if factor != 10_000:
         assert "异地 ×" in text
+
+
+def test_leshan_pharmacies_take_the_account_first() -> None:
+    """Leshan's employees at a pharmacy (先个人账户后统筹): 300.00 of 甲 with 100.00 in the
+    account — the account pays its 100.00 first, the pool sees the 200.00 left: 180.00
+    deductible, 40 % of 20.00 = 8.00; 192.00 cash. Chengdu's rule (pool first) on the
+    same bill: (300.00 − 200.00) × 50 % = 50.00, the account 100.00, 150.00 cash. With
+    500.00 in the account Leshan's pays the whole bill and the pool nothing."""
+    jia_300 = [line("1", inscp_fen=30_000)]
+
+    def pharmacy(region: str, balance: int) -> SettlementSplit:
+        policy = BOOK.get(region, "310", 2026)
+        person = employee(balance)
+        return adjudicate(
+            jia_300, person, FRESH, policy, Level("community"), Benefit.pharmacy, True
+        )
+
+    leshan = pharmacy("511100", 10_000)
+    assert (leshan.acct_pay_fen, leshan.hifp_pay_fen, leshan.psn_cash_pay_fen) == (
+        10_000,
+        800,
+        19_200,
+    )
+    assert leshan.act_pay_dedc_fen == 18_000
+    chengdu = pharmacy("510100", 10_000)
+    assert (chengdu.acct_pay_fen, chengdu.hifp_pay_fen, chengdu.psn_cash_pay_fen) == (
+        10_000,
+        5_000,
+        15_000,
+    )
+    rich = pharmacy("511100", 50_000)
+    assert (rich.acct_pay_fen, rich.hifp_pay_fen, rich.act_pay_dedc_fen) == (30_000, 0, 0)
