@@ -223,14 +223,25 @@ class LedgerViolation(Exception):
 
 
 async def _ledger_clearing(cfg: Config) -> None:
-    from engine.ledger_check import clearing
+    from engine.ledger_check import by_cross_region_status, clearing
 
+    timeout_s = max(cfg.database.command_timeout_s, 300.0)
     async with database_dsn(cfg) as dsn:
         conn = await _connect(dsn, cfg)
         try:
-            pairs = await clearing(conn, timeout_s=max(cfg.database.command_timeout_s, 300.0))
+            pairs = await clearing(conn, timeout_s=timeout_s)
+            statuses = await by_cross_region_status(conn, timeout_s=timeout_s)
         finally:
             await conn.close()
+    print(
+        "live settlements   count    medical fees     pooled fund   personal acct            cash"
+    )
+    for b in statuses:
+        print(
+            f"{'cross-region' if b.cross_region else 'local':<14} {b.settlements:>9,}"
+            f" {_yuan(b.medfee_fen):>15} {_yuan(b.fund_fen):>15} {_yuan(b.acct_fen):>15}"
+            f" {_yuan(b.cash_fen):>15}"
+        )
     print("insured  treating  settlements          owed (yuan)    insured's due   treating's recv")
     for p in pairs:
         print(

@@ -213,3 +213,38 @@ async def clearing(conn: asyncpg.Connection, timeout_s: float) -> list[ClearingP
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class ByStatus:
+    """Live settlements' money by cross-region status (local: insured where treated)."""
+
+    cross_region: bool
+    settlements: int
+    medfee_fen: int
+    fund_fen: int
+    acct_fen: int
+    cash_fen: int
+
+
+BY_STATUS_SQL = (
+    "SELECT insuplc_admdvs <> mdtrtarea_admvs AS cross_region, count(*) AS n,"
+    " sum(medfee_sumamt_fen) AS medfee, sum(fund_pay_sumamt_fen) AS fund,"
+    " sum(acct_pay_fen) AS acct, sum(psn_cash_pay_fen) AS cash"
+    " FROM settlements WHERE state = 'settled' GROUP BY 1 ORDER BY 1"
+)
+
+
+async def by_cross_region_status(conn: asyncpg.Connection, timeout_s: float) -> list[ByStatus]:
+    rows = await conn.fetch(BY_STATUS_SQL, timeout=timeout_s)
+    return [
+        ByStatus(
+            r["cross_region"],
+            int(r["n"]),
+            int(r["medfee"]),
+            int(r["fund"]),
+            int(r["acct"]),
+            int(r["cash"]),
+        )
+        for r in rows
+    ]

@@ -99,7 +99,7 @@ def main() -> int:
         if checked.returncode != 0:
             print(f"  ledger check failed (exit {checked.returncode}): {checked.stderr[-800:]}")
         clearing = rig.cli("ledger", "clearing", timeout_s=600)
-        print("  cross-region clearing per region pair (yuan):")
+        print("  by cross-region status, and the clearing per region pair (yuan):")
         print("    " + "\n    ".join(clearing.stdout.strip().splitlines()))
         rig.cli("ledger", "seal", timeout_s=600)
         verified = rig.cli("ledger", "verify", timeout_s=600)

@@ -331,8 +331,15 @@ def test_ledger_clearing_shows_each_pair_owed_from_both_books(deployment: Deploy
         check=False,
     )
     assert shown.returncode == 0, shown.stderr
-    rows = [line.split() for line in shown.stdout.splitlines()[1:]]
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("live settlements")
+    status = {line.split()[0]: line.split()[1:] for line in lines[1:3]}
+    assert set(status) == {"local", "cross-region"}
+    header = next(i for i, line in enumerate(lines) if line.startswith("insured"))
+    rows = [line.split() for line in lines[header + 1 :]]
     pairs = {(r[0], r[1]): r[2:] for r in rows}
+    cross_count = int(status["cross-region"][0].replace(",", ""))
+    assert cross_count == sum(int(r[0].replace(",", "")) for r in pairs.values())
     assert (NEIGHBOUR_REGION, HOME_REGION) in pairs and (HOME_REGION, NEIGHBOUR_REGION) in pairs
     for count, owed, due, recv in pairs.values():
         assert int(count.replace(",", "")) > 0 and owed == due == recv
