@@ -34,11 +34,12 @@ import aiohttp
 from card.memory import MemoryReader
 from simulators.card.factory import build_card
 from simulators.card.keys import IssuerMasters
+from simulators.desks import signed_in_clients, timed
 from simulators.ecard import EcardPlatform
 from simulators.population import Institution, Population
 from terminals.agent.core import CardAgent
 from terminals.checks import identity_failures
-from terminals.client import Client, Credentials, yuan
+from terminals.client import Client, yuan
 from terminals.messages import setl
 from terminals.messages.card import person_info as person_info_msg
 from terminals.messages.outpatient import cancel as cancel_msg
@@ -128,28 +129,19 @@ class HisSimulator:
         self._card_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cards")
 
     async def _timed(self, infno: str, coro: Awaitable[T]) -> T:
-        started = time.perf_counter()
-        try:
-            return await coro
-        finally:
-            self.stats.latencies_s[infno].append(time.perf_counter() - started)
+        return await timed(self.stats.latencies_s, infno, coro)
 
     async def start(self, session: aiohttp.ClientSession) -> None:
-        for inst in self.pop.institutions:
-            if inst.inst_type != "hospital":
-                continue
-            creds = Credentials(
-                terminal_id=inst.terminal_id,
-                mac_key=self.terminal_keys(inst.terminal_id),
-                fixmedins_code=inst.fixmedins_code,
-                fixmedins_name=inst.fixmedins_name,
-                mdtrtarea_admvs=inst.admdvs,
-                opter=inst.opter,
-                opter_name="收费员",
-            )
-            client = Client(self.base_url, creds, session=session)
-            await self._timed("9001", client.sign_in())
-            self.hospitals.append(Hospital(inst, client))
+        clients = await signed_in_clients(
+            self.pop,
+            "hospital",
+            self.terminal_keys,
+            self.base_url,
+            session,
+            opter_name="收费员",
+            latencies_s=self.stats.latencies_s,
+        )
+        self.hospitals.extend(Hospital(inst, client) for inst, client in clients)
 
     def _fee_lines(self, mdtrt_id: str, psn_no: str, when: str) -> list[fees_msg.FeeDetail]:
         lines = []
