@@ -229,6 +229,8 @@ async def test_round_trips_per_infno_match_the_wire_over_outpatient_flows(
     warm = {infno: min(turns) for infno, turns in wire.each.items()}
     assert max(warm.values()) <= 3, warm
     assert warm["1101"] == 1, warm
+    # The pharmacy codes: 2101 is its load alone; 2102 and 2103 BEGIN, load, write + COMMIT.
+    assert (warm["2101"], warm["2102"], warm["2103"]) == (1, 3, 3), warm
 
 
 async def test_bad_signature_from_a_cached_terminal_costs_no_round_trip(
