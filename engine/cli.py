@@ -35,6 +35,7 @@ from engine.db.lifecycle import database_dsn
 from engine.db.pool import DatabaseUnavailableError
 from engine.hsm_runtime import HsmSetupError
 from engine.logs import configure_logging
+from settlement.money import fen_to_yuan
 
 log = logging.getLogger("engine.cli")
 
@@ -253,8 +254,7 @@ async def _ledger_clearing(cfg: Config) -> None:
 
 
 def _yuan(fen: int) -> str:
-    sign, fen = ("-", -fen) if fen < 0 else ("", fen)
-    return f"{sign}{fen // 100:,}.{fen % 100:02d}"
+    return f"{fen_to_yuan(fen):,}"
 
 
 async def _ledger_seal(cfg: Config) -> None:

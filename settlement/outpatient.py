@@ -179,14 +179,23 @@ class FeesDecision(Struct, frozen=True):
     splits: list[DetailSplit]  # in the order of the request's lines
 
 
-def decide_fees(req: FeesRequest, load: FeesLoad, fixmedins_code: str) -> Refused | FeesDecision:
-    for i, line in enumerate(req.lines):
+def amount_refusal(lines: list[FeeLine], field: str) -> Refused | None:
+    """Every line's amount is its price × quantity, rounded half-up to the fen (2204's
+    `input.feedetail`, 2101/2102's `input.drugdetail`)."""
+    for i, line in enumerate(lines):
         if line_amount_fen(line.cnt_e4, line.pric_e6) != line.det_item_fee_sumamt_fen:
             return Refused(
                 Refusal.fee_detail_amount_mismatch,
-                f"input.feedetail[{i}].det_item_fee_sumamt: {fen_to_yuan(line.det_item_fee_sumamt_fen)}"
+                f"{field}[{i}].det_item_fee_sumamt: {fen_to_yuan(line.det_item_fee_sumamt_fen)}"
                 " is not pric × cnt rounded to the fen",
             )
+    return None
+
+
+def decide_fees(req: FeesRequest, load: FeesLoad, fixmedins_code: str) -> Refused | FeesDecision:
+    bad_amount = amount_refusal(req.lines, "input.feedetail")
+    if bad_amount is not None:
+        return bad_amount
     visit = check_visit(load.visit, req.mdtrt_id, req.psn_no, fixmedins_code)
     if isinstance(visit, Refused):
         return visit

@@ -22,14 +22,14 @@ import datetime as dt
 from msgspec import Struct
 
 from settlement.adjudication import Benefit
-from settlement.catalog import CatalogItem, DetailSplit, FeeLine, line_amount_fen, split_line
-from settlement.money import fen_to_yuan
+from settlement.catalog import CatalogItem, DetailSplit, FeeLine, split_line
 from settlement.outpatient import (
     AccumulatorsRow,
     Institution,
     Person,
     Priced,
     SettleDecision,
+    amount_refusal,
     check_person,
     credential_check,
     price_settlement,
@@ -67,19 +67,6 @@ class PharmacyDecision(Struct, frozen=True, kw_only=True):
     mdtrt_id: str | None  # None for a pre-settlement
     splits: list[DetailSplit]  # in the order of the request's lines
     settle: SettleDecision
-
-
-def amount_refusal(lines: list[FeeLine], field: str) -> Refused | None:
-    """Every line's amount is its price × quantity, rounded half-up to the fen."""
-    for i, line in enumerate(lines):
-        if line_amount_fen(line.cnt_e4, line.pric_e6) != line.det_item_fee_sumamt_fen:
-            return Refused(
-                Refusal.fee_detail_amount_mismatch,
-                f"{field}[{i}].det_item_fee_sumamt:"
-                f" {fen_to_yuan(line.det_item_fee_sumamt_fen)} is not pric × cnt rounded to"
-                " the fen",
-            )
-    return None
 
 
 def decide_pharmacy(

@@ -149,7 +149,12 @@ class PersonInfo(Flow[PersonInfoRequest, PersonInfoLoad, PersonInfoDecision]):
     def decide(
         self, ctx: TxContext, req: PersonInfoRequest, load: PersonInfoLoad
     ) -> PersonInfoDecision | Refused:
-        cred_ref = ctx.services.random_hex(constants.CARD_PROOF_REF_BYTES)
+        # A proof only for a card or e-card: 1101 by ID number draws nothing.
+        cred_ref = (
+            ""
+            if req.credential is Credential.certno
+            else ctx.services.random_hex(constants.CARD_PROOF_REF_BYTES)
+        )
         decision = decide_person_info(req, load, ctx.now, LIMITS, cred_ref)
         if isinstance(decision, Refused):
             count_auth(ctx, req.credential.name, decision)
