@@ -4,9 +4,10 @@ Each check is one SQL query that returns the offending rows (none when the invar
 holds); the report lists every violation with its first offending rows. Invariants
 (DESIGN.md §6): each journal entry balances; all postings sum to zero; each person's
 stored account balance equals minus the postings on their account and is never
-negative; each settlement has exactly the settle entry (and, when cancelled, the
-cancel entry) its amounts require; accumulators equal what live settlements paid and
-stay within their caps; settled fee details belong to live settlements whose total
+negative; each settlement has exactly the settle entry its amounts require, each of
+its cancel entries negates it and each reinstate entry (a reversed cancellation) posts
+it again, one more cancel than reinstate exactly when it is cancelled; accumulators
+equal what live settlements paid and stay within their caps; settled fee details belong to live settlements whose total
 they make up; the cross-region clearing accounts of every (insured, treating) region
 pair net out, and equal the fund and account money of the pair's live settlements
 (none for a local pair).
@@ -58,18 +59,38 @@ CHECKS: tuple[tuple[str, str], ...] = (
         " OR COALESCE(e.cash_fen, 0) <> s.psn_cash_pay_fen",
     ),
     (
-        "each cancelled settlement has one cancel entry that negates it; live ones none",
-        "SELECT s.setl_id, s.state FROM settlements s"
-        " LEFT JOIN journal_entries c ON c.setl_id = s.setl_id AND c.kind = 'cancel'"
-        " WHERE (s.state = 'cancelled') <> (c.entry_id IS NOT NULL)"
-        " OR (c.entry_id IS NOT NULL AND (c.entry_id <> s.cancel_entry_id OR EXISTS ("
-        "   SELECT account FROM postings WHERE entry_id = s.entry_id GROUP BY account"
-        "   HAVING sum(amount_fen) + COALESCE((SELECT sum(amount_fen) FROM postings q"
-        "     WHERE q.entry_id = c.entry_id AND q.account = postings.account), 0) <> 0)))",
+        "each cancel entry negates its settlement's settle entry; each reinstate entry"
+        " posts it again",
+        "SELECT e.entry_id, e.kind, e.setl_id FROM journal_entries e JOIN settlements s"
+        " USING (setl_id) WHERE e.kind IN ('cancel', 'reinstate') AND EXISTS ("
+        "  SELECT 1 FROM (SELECT account, sum(amount_fen) AS fen FROM postings"
+        "    WHERE entry_id = s.entry_id GROUP BY 1) st"
+        "  FULL JOIN (SELECT account, sum(amount_fen) AS fen FROM postings"
+        "    WHERE entry_id = e.entry_id GROUP BY 1) x USING (account)"
+        "  WHERE COALESCE(x.fen, 0)"
+        "    <> CASE e.kind WHEN 'cancel' THEN -1 ELSE 1 END * COALESCE(st.fen, 0))",
     ),
     (
-        "every settle or cancel entry belongs to a settlement",
-        "SELECT j.entry_id FROM journal_entries j WHERE j.kind IN ('settle', 'cancel')"
+        "a settlement is cancelled once more than reinstated exactly when it is"
+        " cancelled, by its latest cancel entry",
+        "SELECT s.setl_id, s.state FROM settlements s LEFT JOIN ("
+        "  SELECT setl_id, count(*) FILTER (WHERE kind = 'cancel') AS cancels,"
+        "  count(*) FILTER (WHERE kind = 'reinstate') AS reinstates,"
+        "  max(entry_id) FILTER (WHERE kind = 'cancel') AS last_cancel,"
+        "  max(entry_id) FILTER (WHERE kind = 'reinstate') AS last_reinstate"
+        "  FROM journal_entries WHERE kind IN ('cancel', 'reinstate') GROUP BY 1"
+        " ) j USING (setl_id)"
+        " WHERE COALESCE(j.cancels, 0) - COALESCE(j.reinstates, 0)"
+        "   <> CASE WHEN s.state = 'cancelled' THEN 1 ELSE 0 END"
+        " OR (s.state = 'cancelled' AND s.cancel_entry_id IS DISTINCT FROM j.last_cancel)"
+        " OR (s.state = 'settled' AND s.cancel_entry_id IS NOT NULL)"
+        " OR j.last_reinstate < (SELECT min(entry_id) FROM journal_entries c"
+        "   WHERE c.setl_id = s.setl_id AND c.kind = 'cancel')",
+    ),
+    (
+        "every settle, cancel or reinstate entry belongs to a settlement",
+        "SELECT j.entry_id FROM journal_entries j"
+        " WHERE j.kind IN ('settle', 'cancel', 'reinstate')"
         " AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.setl_id = j.setl_id)",
     ),
     (

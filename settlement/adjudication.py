@@ -454,3 +454,21 @@ def reverse_accumulators(acc: Accumulators, taken: Taken, benefit: Benefit) -> A
         "cancelling this settlement would take accumulators below zero",
     )
     return after
+
+
+def retake_accumulators(acc: Accumulators, taken: Taken, benefit: Benefit) -> Accumulators:
+    """The accumulators with a cancelled settlement taken in again (a reversal of its
+    cancellation): the inverse of `reverse_accumulators`. The caller checks the result
+    against the year's limits; this only adds."""
+    check(
+        acc.year == taken.year,
+        f"reinstating a {taken.year} settlement against {acc.year} accumulators",
+    )
+    outpatient = benefit is not Benefit.inpatient
+    return replace(
+        acc,
+        deductible_used_fen=acc.deductible_used_fen + (taken.act_pay_dedc_fen if outpatient else 0),
+        outpatient_fund_paid_fen=acc.outpatient_fund_paid_fen
+        + (taken.hifp_pay_fen if outpatient else 0),
+        fund_paid_fen=acc.fund_paid_fen + taken.hifp_pay_fen,
+    )

@@ -8,6 +8,14 @@ own `reverse_accumulators`; the settlement moves settled → cancelled. A revers
 idempotent from the institution's view: the first one undoes, every later one answers
 `already_reversed`, and one that arrives before its original leaves a tombstone so the
 late original is refused.
+
+Reversing a cancellation (a 2208 or 2103 whose answer was lost) puts the settlement back
+exactly as it was — the settle entry's postings again, the account charged and the
+accumulators taken again, the freed fee details settled again — but only while nothing
+moved on since: the visit still registered and not settled anew, its unsettled details
+exactly the ones the cancel freed, the account holding the money, the year's deductible,
+outpatient limit and annual cap not passed, and the settlement's own original not
+reversed. Otherwise the answer is `reversal_cancellation_stands` and nothing changes.
 """
 
 from __future__ import annotations
@@ -17,9 +25,16 @@ import enum
 from msgspec import Struct
 
 from settlement import ledger
-from settlement.adjudication import Accumulators, Benefit, Taken, reverse_accumulators
+from settlement.adjudication import (
+    Accumulators,
+    Benefit,
+    Taken,
+    retake_accumulators,
+    reverse_accumulators,
+)
 from settlement.errors import DomainInvariantViolation
-from settlement.lifecycle import SettlementState, transition
+from settlement.lifecycle import SettlementState, VisitState, transition
+from settlement.money import fen_to_yuan
 from settlement.outpatient import AccumulatorsRow, Person, Visit
 from settlement.refusals import Refusal, Refused
 
@@ -35,12 +50,14 @@ class SettlementRow(Struct, frozen=True, kw_only=True):
     state: SettlementState
     year: int
     pharmacy: bool  # adjudicated under the pharmacy benefit (clr_type 41)
+    medfee_sumamt_fen: int
     act_pay_dedc_fen: int
     hifp_pay_fen: int
     fund_pay_sumamt_fen: int
     acct_pay_fen: int
     psn_cash_pay_fen: int
-    postings: list[ledger.Posting]
+    postings: list[ledger.Posting]  # the settle entry's
+    cancel_msgid: str | None = None  # the msgid of the cancellation in effect
 
     @property
     def taken(self) -> Taken:
@@ -113,12 +130,8 @@ def decide_cancel(
     person, row = load.person, load.accumulators
     if person is None or row is None:
         raise DomainInvariantViolation(f"settlement {st.setl_id} without its person's year")
-    if person.insuplc_admdvs != req.insuplc_admdvs:
-        return Refused(
-            Refusal.person_region_mismatch,
-            f"insuplc_admdvs: {req.insuplc_admdvs} is not the insured region of"
-            f" psn_no {req.psn_no}",
-        )
+    if (wrong_region := region_refusal(person, req.insuplc_admdvs, req.psn_no)) is not None:
+        return wrong_region
     before = Accumulators(
         year=row.year,
         deductible_used_fen=row.deductible_used_fen,
@@ -139,6 +152,15 @@ def decide_cancel(
         fund_fen=st.fund_pay_sumamt_fen,
         acct_fen=st.acct_pay_fen,
         cash_fen=st.psn_cash_pay_fen,
+    )
+
+
+def region_refusal(person: Person, insuplc_admdvs: str, psn_no: str) -> Refused | None:
+    if person.insuplc_admdvs == insuplc_admdvs:
+        return None
+    return Refused(
+        Refusal.person_region_mismatch,
+        f"insuplc_admdvs: {insuplc_admdvs} is not the insured region of psn_no {psn_no}",
     )
 
 
@@ -169,9 +191,74 @@ class Original(Struct, frozen=True):
     reversed_by_msgid: str | None
 
 
+class Limits(Struct, frozen=True, kw_only=True):
+    """A year's accumulators with the limits its row was opened with."""
+
+    year: int
+    deductible_used_fen: int
+    outpatient_fund_paid_fen: int
+    fund_paid_fen: int
+    deductible_fen: int
+    outpatient_limit_fen: int
+    annual_cap_fen: int
+
+    @property
+    def accumulators(self) -> Accumulators:
+        return Accumulators(
+            year=self.year,
+            deductible_used_fen=self.deductible_used_fen,
+            outpatient_fund_paid_fen=self.outpatient_fund_paid_fen,
+            fund_paid_fen=self.fund_paid_fen,
+        )
+
+
+class Unsettled(Struct, frozen=True, kw_only=True):
+    """The visit's unsettled fee details, and those of them a cancellation freed from
+    the settlement being reinstated."""
+
+    count: int
+    fen: int
+    released_count: int
+    released_fen: int
+
+
+class ReinstateLoad(Struct, frozen=True, kw_only=True):
+    """A cancelled settlement and what has happened to its visit, person and year since,
+    locked in 2207's order."""
+
+    visit: Visit | None
+    settlement: SettlementRow | None
+    person: Person | None
+    limits: Limits | None
+    live_setl_id: str | None  # a settlement of the visit made since the cancel
+    unsettled: Unsettled
+    settle_reversed: bool | None  # the settlement's own original was reversed (2601)
+
+
+class ReinstateDecision(Struct, frozen=True, kw_only=True):
+    setl_id: str
+    mdtrt_id: str
+    cancel_msgid: str  # the cancellation undone
+    state_before: SettlementState
+    state: SettlementState
+    insuplc_admdvs: str
+    msgid: str
+    postings: tuple[ledger.Posting, ...]  # the settle entry's, posted again
+    psn_no: str
+    balance_before_fen: int
+    balance_after_fen: int
+    accumulators_after: Accumulators
+    detail_count: int  # the fee details settled again
+    # What moves again, for the metrics.
+    fund_fen: int
+    acct_fen: int
+    cash_fen: int
+
+
 class ReversalLoad(Struct, frozen=True):
     original: Original | None
-    cancel: CancelLoad | None  # the settlement the original produced, locked
+    cancel: CancelLoad | None = None  # the settlement a 2207/2102 produced, locked
+    reinstate: ReinstateLoad | None = None  # the settlement a 2208/2103 cancelled, locked
 
 
 class ReversalResult(enum.StrEnum):
@@ -186,6 +273,10 @@ class ReversalDecision(Struct, frozen=True, kw_only=True):
     tombstone: bool = False  # leave a tombstone under omsgid
     mark_reversed: bool = False  # mark the original's msgid reversed by this one
     cancel: CancelDecision | None = None
+    reinstate: ReinstateDecision | None = None
+
+
+UNDOES_CANCEL = frozenset({"2208", "2103"})  # a reversal of these reinstates a settlement
 
 
 def decide_reversal(
@@ -199,6 +290,8 @@ def decide_reversal(
             Refusal.field_invalid,
             f"input.data.oinfno: {req.omsgid} was a {original.infno}, not {req.oinfno}",
         )
+    if original.infno in UNDOES_CANCEL:
+        return _reverse_cancellation(req, original, load.reinstate)
     st = load.cancel.settlement if load.cancel is not None else None
     if original.tombstone or original.reversed_by_msgid is not None:
         return ReversalDecision(
@@ -233,3 +326,98 @@ def decide_reversal(
     return ReversalDecision(
         result=ReversalResult.reversed, setl_id=st.setl_id, mark_reversed=True, cancel=cancel
     )
+
+
+def _reverse_cancellation(
+    req: ReversalRequest, original: Original, load: ReinstateLoad | None
+) -> Refused | ReversalDecision:
+    st = load.settlement if load is not None else None
+    if original.tombstone or original.reversed_by_msgid is not None:
+        return ReversalDecision(
+            result=ReversalResult.already_reversed, setl_id=st.setl_id if st else None
+        )
+    if load is None or st is None:
+        raise DomainInvariantViolation(
+            f"the committed {original.infno} {req.omsgid} has no cancelled settlement"
+        )
+    d = decide_reinstate(req, load, st)
+    if isinstance(d, Refused):
+        return d
+    return ReversalDecision(
+        result=ReversalResult.reversed, setl_id=st.setl_id, mark_reversed=True, reinstate=d
+    )
+
+
+def decide_reinstate(
+    req: ReversalRequest, load: ReinstateLoad, st: SettlementRow
+) -> Refused | ReinstateDecision:
+    """Put back the settlement `st` that the cancellation `req.omsgid` took away, or
+    refuse (`reversal_cancellation_stands`) when the visit, its details, the account or
+    the year's limits moved on since."""
+    if st.state is not SettlementState.cancelled or st.cancel_msgid != req.omsgid:
+        raise DomainInvariantViolation(
+            f"{req.omsgid} is not the cancellation in effect of {st.setl_id}"
+        )
+    if st.psn_no != req.psn_no:
+        return Refused(
+            Refusal.reversal_person_mismatch,
+            f"input.data.psn_no: {req.omsgid} cancelled another person's settlement",
+        )
+    person, limits = load.person, load.limits
+    if person is None or limits is None or load.visit is None:
+        raise DomainInvariantViolation(f"settlement {st.setl_id} without its visit or year")
+    if (wrong_region := region_refusal(person, req.insuplc_admdvs, req.psn_no)) is not None:
+        return wrong_region
+    stands = _why_the_cancellation_stands(load, st, person, limits)
+    if stands is not None:
+        return Refused(
+            Refusal.reversal_cancellation_stands,
+            f"input.data.omsgid: the cancellation of setl_id {st.setl_id} stands: {stands}",
+        )
+    return ReinstateDecision(
+        setl_id=st.setl_id,
+        mdtrt_id=st.mdtrt_id,
+        cancel_msgid=req.omsgid,
+        state_before=st.state,
+        state=transition(st.state, SettlementState.settled),
+        insuplc_admdvs=st.insuplc_admdvs,
+        msgid=req.msgid,
+        postings=tuple(st.postings),
+        psn_no=st.psn_no,
+        balance_before_fen=person.acct_balance_fen,
+        balance_after_fen=person.acct_balance_fen - st.acct_pay_fen,
+        accumulators_after=retake_accumulators(limits.accumulators, st.taken, st.benefit),
+        detail_count=load.unsettled.released_count,
+        fund_fen=st.fund_pay_sumamt_fen,
+        acct_fen=st.acct_pay_fen,
+        cash_fen=st.psn_cash_pay_fen,
+    )
+
+
+def _why_the_cancellation_stands(
+    load: ReinstateLoad, st: SettlementRow, person: Person, limits: Limits
+) -> str | None:
+    """What moved on since the cancellation, in the order a desk would look, or None."""
+    visit, left = load.visit, load.unsettled
+    if load.settle_reversed:
+        return "its settlement's own request was reversed"
+    if visit is None or visit.state is not VisitState.registered:
+        return f"the visit {st.mdtrt_id} was unregistered since"
+    if load.live_setl_id is not None:
+        return f"the visit was settled again as setl_id {load.live_setl_id}"
+    if left.count != left.released_count or left.released_fen != st.medfee_sumamt_fen:
+        return "the visit's fee details changed since (uploaded or withdrawn)"
+    if person.acct_balance_fen < st.acct_pay_fen:
+        return (
+            f"the personal account holds {fen_to_yuan(person.acct_balance_fen)},"
+            f" the settlement takes {fen_to_yuan(st.acct_pay_fen)}"
+        )
+    after = retake_accumulators(limits.accumulators, st.taken, st.benefit)
+    for used, limit, what in (
+        (after.deductible_used_fen, limits.deductible_fen, "annual deductible"),
+        (after.outpatient_fund_paid_fen, limits.outpatient_limit_fen, "outpatient fund limit"),
+        (after.fund_paid_fen, limits.annual_cap_fen, "annual fund cap"),
+    ):
+        if used > limit:
+            return f"the {what} of {limits.year} would be passed ({fen_to_yuan(limit)})"
+    return None

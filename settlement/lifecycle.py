@@ -34,7 +34,8 @@ class SettlementState(enum.StrEnum):
 _ALLOWED: dict[type[enum.StrEnum], frozenset[tuple[str, str]]] = {
     SignInState: frozenset({("open", "signed_out")}),
     VisitState: frozenset({("registered", "cancelled")}),
-    SettlementState: frozenset({("settled", "cancelled")}),
+    # cancelled → settled: a 2601 of the cancellation puts the settlement back.
+    SettlementState: frozenset({("settled", "cancelled"), ("cancelled", "settled")}),
 }
 
 

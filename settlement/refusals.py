@@ -66,6 +66,7 @@ class Refusal(enum.Enum):
     # reversals
     reversal_not_supported = enum.auto()
     reversal_person_mismatch = enum.auto()
+    reversal_cancellation_stands = enum.auto()  # a cancel cannot be undone: things moved on
 
 
 class Refused(Struct, frozen=True):

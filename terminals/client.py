@@ -20,10 +20,11 @@ exactly as the Decimals hold them (`yuan()` gives 2 places); `envelope_raw()` an
 
 Unknown outcomes (DOMAIN.md §2.9): when a state-changing call times out or the
 connection drops, the engine may or may not have committed it. The client never
-re-sends a settlement under a new msgid. A financial call (2207, 2208) raises
-`OutcomeUnknown`, which carries the original msgid and body, and the caller chooses:
-`reverse(exc)` sends 2601 to undo it (the national remedy; a committed settlement is
-cancelled, one that never arrived is tombstoned), or `resend(exc)` sends the identical
+re-sends a settlement under a new msgid. A financial call (2207, 2208, 2102, 2103)
+raises `OutcomeUnknown`, which carries the original msgid and body, and the caller
+chooses: `reverse(exc)` sends 2601 to undo it (the national remedy; a committed
+settlement is cancelled, a committed cancellation undone, one that never arrived is
+tombstoned), or `resend(exc)` sends the identical
 request again — answered from the engine's idempotency record if the original
 committed, processed once if not. Other state-changing calls are re-sent once that
 way automatically.

@@ -108,6 +108,10 @@ class ResultCode(enum.IntEnum):
     settlement_visit_mismatch = 4005
     reversal_not_supported = 4101
     reversal_person_mismatch = 4102
+    # 2601 of a 2208/2103 that committed, when the settlement cannot be put back (the
+    # visit, its details, the account or the year's limits changed since): the
+    # cancellation stands; settle anew if the patient still owes the bill.
+    reversal_cancellation_stands = 4103
 
     database_unavailable = 9001
     overloaded = 9002

@@ -1,8 +1,10 @@
 """2601 冲正交易 reversal (INFNO 2601): undo a request whose answer was lost, named by
 its msgid (DOMAIN.md §2.9). A 2207 or 2102 that committed is cancelled exactly as 2208
-or 2103 would (settlement.cancellation) and its msgid is marked reversed, so an identical resend is
-refused rather than answered with the stale settlement; a msgid that never arrived gets
-a tombstone in the idempotency log, so the late original is refused. Reversing twice
+or 2103 would (settlement.cancellation) and its msgid is marked reversed, so an
+identical resend is refused rather than answered with the stale settlement; a 2208 or
+2103 that committed is undone by putting its settlement back (decide_reinstate), unless
+the visit, account or limits moved on since; a msgid that never arrived gets a
+tombstone in the idempotency log, so the late original is refused. Reversing twice
 answers `already_reversed` (idempotent from the institution's view). Which codes can be
 reversed is the wire's list (terminals.messages.reversal), checked before any I/O."""
 
@@ -12,8 +14,9 @@ from typing import Any, ClassVar
 
 from engine.txn.context import TxContext
 from engine.txn.flow import Flow
-from engine.txn.outpatient.cancel import cancel_doc
+from engine.txn.outpatient.cancel import accumulators_doc, cancel_doc
 from settlement.cancellation import (
+    ReinstateDecision,
     ReversalDecision,
     ReversalLoad,
     ReversalRequest,
@@ -88,11 +91,35 @@ class Reverse(Flow[ReversalRequest, ReversalLoad, ReversalDecision]):
                 "mark_reversed": d.mark_reversed,
             },
             "cancel": cancel_doc(ctx, d.cancel) if d.cancel is not None else None,
+            "reinstate": reinstate_doc(ctx, d.reinstate) if d.reinstate is not None else None,
         }
 
     def money(self, d: ReversalDecision) -> tuple[str, int, int, int] | None:
-        c = d.cancel  # a reversal's money moves back as a cancellation's does
-        return None if c is None else ("cancel", c.fund_fen, c.acct_fen, c.cash_fen)
+        if (c := d.cancel) is not None:  # a settlement reversed: money back as a cancel's
+            return ("cancel", c.fund_fen, c.acct_fen, c.cash_fen)
+        if (r := d.reinstate) is not None:  # a cancellation reversed: as a settlement's
+            return ("settle", r.fund_fen, r.acct_fen, r.cash_fen)
+        return None
+
+
+def reinstate_doc(ctx: TxContext, d: ReinstateDecision) -> dict[str, Any]:
+    """A decided reinstatement as yk_reinstate_settlement takes it."""
+    return {
+        "setl_id": d.setl_id,
+        "mdtrt_id": d.mdtrt_id,
+        "cancel_msgid": d.cancel_msgid,
+        "fixmedins_code": ctx.envelope.fixmedins_code,
+        "insuplc_admdvs": d.insuplc_admdvs,
+        "msgid": d.msgid,
+        "state_before": d.state_before.value,
+        "state": d.state.value,
+        "postings": [{"account": p.account, "amount_fen": p.amount_fen} for p in d.postings],
+        "detail_count": d.detail_count,
+        "psn_no": d.psn_no,
+        "balance_before_fen": d.balance_before_fen,
+        "balance_after_fen": d.balance_after_fen,
+        "accumulators": accumulators_doc(d.accumulators_after),
+    }
 
 
 FLOW = Reverse()

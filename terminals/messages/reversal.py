@@ -1,8 +1,11 @@
 """2601 冲正交易 reversal of a request whose outcome is unknown, by its msgid
-(DOMAIN.md §2.9). yikatong reverses the settlements of 2207 (outpatient) and 2102
-(pharmacy) so far; the national list also names 2103, 2208, 2304, 2305 and 2401. Reversal is idempotent: reversing twice
-answers `already_reversed`; reversing a msgid that never arrived leaves a tombstone so
-that the late original is refused."""
+(DOMAIN.md §2.9). yikatong reverses settlements (2207 outpatient, 2102 pharmacy: the
+settlement is cancelled) and cancellations (2208, 2103: the settlement is put back as
+it was, or `reversal_cancellation_stands` when its visit, account or limits moved on
+since); the national list also names 2304, 2305 and 2401, answered
+`reversal_not_supported` until inpatient settlement exists. Reversal is idempotent:
+reversing twice answers `already_reversed`; reversing a msgid that never arrived leaves
+a tombstone so that the late original is refused."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from terminals.messages.base import In, Out
 
 INFNO = "2601"
 NAME = "reversal"
-REVERSIBLE = frozenset({"2207", "2102"})
+REVERSIBLE = frozenset({"2207", "2102", "2208", "2103"})
 NATIONALLY_REVERSIBLE = frozenset({"2102", "2103", "2207", "2208", "2304", "2305", "2401"})
 
 
@@ -30,8 +33,8 @@ class Input(In, frozen=True, kw_only=True):
 class ReversalOut(Out, frozen=True, kw_only=True):
     omsgid: str
     oinfno: str
-    # reversed: the original's effect was undone now; already_reversed: by an earlier
-    # 2601; tombstoned: the original never arrived and will be refused if it does.
+    # reversed: the original's effect was undone now (a settlement cancelled, or a
+    # cancelled one put back); already_reversed: by an earlier 2601; tombstoned: the original never arrived and will be refused if it does.
     rslt: Literal["reversed", "already_reversed", "tombstoned"]
     setl_id: str | None
 

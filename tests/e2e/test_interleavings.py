@@ -1,7 +1,7 @@
 """Random interleavings of money transactions over HTTP (Hypothesis), through a real
 engine and its database: rounds of outpatient settlements (2207, at home and in another
 region), pharmacy purchases (2102), cancellations (2208, 2103) and reversals of lost
-answers (2601) for a few persons, each round sent at once. Whatever the order the
+answers (2601) of settlements and of cancellations for a few persons, each round sent at once. Whatever the order the
 engine serialises them in, no answer is anything but a settlement or a documented
 refusal, no account goes below zero, no accumulator passes its limit, and `ledger
 check` holds after every round (every entry balanced, clearing pairs netted out,
@@ -31,12 +31,13 @@ from tests.e2e.helpers import NOW, open_visit
 
 pytestmark = pytest.mark.slow
 
-OPS = ("visit", "visit_away", "buy", "cancel", "lost_and_reversed")
+OPS = ("visit", "visit_away", "buy", "cancel", "lost_and_reversed", "lost_cancel_reversed")
 # Refusals a race between these may legitimately answer (nothing else may come back).
 RACE_REFUSALS = {
     ResultCode.settlement_already_cancelled,
     ResultCode.visit_already_settled,
     ResultCode.msgid_reversed,
+    ResultCode.reversal_cancellation_stands,
 }
 
 
@@ -96,19 +97,8 @@ async def run_op(w: World, op: str, person: Person, price: str, rng: random.Rand
         bought = await w.pos.pharmacy_settle(region, druginfo(person, price), basket(price))
         s = bought.setlinfo
         w.live.append(Live(s.setl_id or "", s.mdtrt_id, person, True, w.pos))
-    elif op == "cancel" and w.live:
-        target = rng.choice(w.live)
-        r = target.person.insuplc_admdvs
-        if target.pharmacy:
-            data = pharmacy_cancel_msg.Data(
-                setl_id=target.setl_id, mdtrt_id=target.mdtrt_id, psn_no=target.person.psn_no
-            )
-            await target.client.pharmacy_cancel(r, data)
-        else:
-            data2 = cancel_msg.Data(
-                setl_id=target.setl_id, mdtrt_id=target.mdtrt_id, psn_no=target.person.psn_no
-            )
-            await target.client.cancel_settlement(r, data2)
+    elif op in ("cancel", "lost_cancel_reversed") and w.live:
+        await cancel_one(rng.choice(w.live), lost=op == "lost_cancel_reversed")
     elif op == "lost_and_reversed":
         visit = await open_visit(w.his, person, [("TJIA0001", price, "1")])
         msgid = await w.his.msgids.next()
@@ -116,6 +106,30 @@ async def run_op(w: World, op: str, person: Person, price: str, rng: random.Rand
         status, _ = await w.his.post(body)  # the answer "lost"
         assert status == 200
         await w.his.reverse(OutcomeUnknown("2207", msgid, body, TimeoutError()))
+
+
+async def cancel_one(target: Live, lost: bool) -> None:
+    """2208 or 2103 of `target`; when `lost`, its answer is dropped and it is reversed."""
+    c, r = target.client, target.person.insuplc_admdvs
+    ids = {"setl_id": target.setl_id, "mdtrt_id": target.mdtrt_id, "psn_no": target.person.psn_no}
+    if not lost:
+        if target.pharmacy:
+            await c.pharmacy_cancel(r, pharmacy_cancel_msg.Data(**ids))
+        else:
+            await c.cancel_settlement(r, cancel_msg.Data(**ids))
+        return
+    request = (
+        pharmacy_cancel_msg.Input(data=pharmacy_cancel_msg.Data(**ids))
+        if target.pharmacy
+        else cancel_msg.Input(data=cancel_msg.Data(**ids))
+    )
+    msgid = await c.msgids.next()
+    body = c.envelope(msgid, request, r)
+    status, _ = await c.post(body)  # the answer "lost" (a refusal, if it lost a race)
+    assert status == 200
+    await c.reverse(
+        OutcomeUnknown("2103" if target.pharmacy else "2208", msgid, body, TimeoutError())
+    )
 
 
 async def run_round(w: World, ops: list[tuple[str, int, str]], seed: int) -> None:

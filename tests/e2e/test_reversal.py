@@ -1,8 +1,9 @@
 """2601 reversal through the SDK: a settlement whose answer was lost is undone once,
 a reversal that overtakes its original leaves a tombstone that refuses the late
 original, reversal is idempotent (also after a 2208 cancelled the settlement), a
-reversal naming another person changes nothing, and only 2207 and 2102 are reversible so
-far (2102's own reversals are in test_pharmacy)."""
+reversal naming another person changes nothing, and the inpatient codes of the national
+list are answered reversal_not_supported (2102's reversals are in test_pharmacy, those
+of 2208 and 2103 in test_reversal_of_cancel)."""
 
 from __future__ import annotations
 
@@ -85,9 +86,9 @@ async def test_reversal_before_the_original_arrives_refuses_the_late_original(
     assert (await deployment.ledger()).balanced
 
 
-async def test_only_settlements_are_reversible_so_far(deployment: Deployment, his: Client) -> None:
+async def test_inpatient_codes_are_not_reversible_yet(deployment: Deployment, his: Client) -> None:
     fake = OutcomeUnknown(
-        "2208",
+        "2304",
         "H51010000000202611290000000001",
         b'{"insuplc_admdvs":"510100","input":{"data":{"psn_no":"x"}}}',
         TimeoutError(),

@@ -78,6 +78,7 @@ def settled() -> tuple[SettleDecision, SettlementRow, CancelLoad]:
         state=SettlementState.settled,
         year=2026,
         pharmacy=False,
+        medfee_sumamt_fen=s.medfee_sumamt_fen,
         act_pay_dedc_fen=s.act_pay_dedc_fen,
         hifp_pay_fen=s.hifp_pay_fen,
         fund_pay_sumamt_fen=s.fund_pay_sumamt_fen,

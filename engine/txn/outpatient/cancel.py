@@ -16,6 +16,7 @@ from engine.invariant import InvariantViolation
 from engine.txn.context import TxContext
 from engine.txn.flow import Flow
 from engine.txn.outpatient.answers import cancel_output
+from settlement.adjudication import Accumulators
 from settlement.cancellation import CancelDecision, CancelLoad, CancelRequest, decide_cancel
 from settlement.refusals import Refused
 from terminals.messages import setl
@@ -33,7 +34,6 @@ class CancelLoaded(msgspec.Struct, frozen=True):
 
 def cancel_doc(ctx: TxContext, d: CancelDecision) -> dict[str, Any]:
     """A decided cancellation as yk_cancel_settlement takes it (2208 and 2601)."""
-    acc = d.accumulators_after
     return {
         "setl_id": d.setl_id,
         "fixmedins_code": ctx.envelope.fixmedins_code,
@@ -46,12 +46,17 @@ def cancel_doc(ctx: TxContext, d: CancelDecision) -> dict[str, Any]:
         "psn_no": d.psn_no,
         "balance_before_fen": d.balance_before_fen,
         "balance_after_fen": d.balance_after_fen,
-        "accumulators": {
-            "year": acc.year,
-            "deductible_used_fen": acc.deductible_used_fen,
-            "outpatient_fund_paid_fen": acc.outpatient_fund_paid_fen,
-            "fund_paid_fen": acc.fund_paid_fen,
-        },
+        "accumulators": accumulators_doc(d.accumulators_after),
+    }
+
+
+def accumulators_doc(acc: Accumulators) -> dict[str, int]:
+    """The accumulators a cancellation or reinstatement leaves, as the write takes them."""
+    return {
+        "year": acc.year,
+        "deductible_used_fen": acc.deductible_used_fen,
+        "outpatient_fund_paid_fen": acc.outpatient_fund_paid_fen,
+        "fund_paid_fen": acc.fund_paid_fen,
     }
 
 
