@@ -33,6 +33,8 @@ from simulators.rig import EngineRig, http_get
 SEED = 20261129
 # Lost 2102 answers per purchase, injected so that every demo runs the reversal path.
 LOST_ANSWER_SHARE = 0.01
+# Of the few 2103s, enough lost that reversing a cancellation runs in every demo.
+LOST_CANCEL_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def _simulate(rig: EngineRig, n: Sizes) -> tuple[Stats, PosStats]:
             IssuerMasters.from_env(env),
             platform_from_env(env),
             lost_answer_share=LOST_ANSWER_SHARE,
+            lost_cancel_share=LOST_CANCEL_SHARE,
         )
     )
 

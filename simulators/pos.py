@@ -2,8 +2,9 @@
 a pharmacy's till would:
 
     1101 person info → 2101 pre-settle the basket → 2102 settle it (one request, one
-    durable settlement), and for a share of sales 2103 cancel; a 2102 whose answer
-    was lost is undone with 2601 (client.reverse), never sent again under a new msgid.
+    durable settlement), and for a share of sales 2103 cancel; a 2102 or 2103 whose
+    answer was lost is undone with 2601 (client.reverse), never sent again under a new
+    msgid.
 
 A basket holds 1-6 lines of the population's catalog, sold at the population's
 pharmacies (institutions of inst_type "pharmacy"). The patient shows the social
@@ -13,9 +14,9 @@ ID number. By card or e-card the 2102 carries the 1101's card proof (`yk_cred_re
 DESIGN.md §4) with mdtrt_cert_type 03 / 01 and the card number / token id.
 
 `lost_answer_share` injects lost messages the way a flaky network loses them, half on
-the way to the engine (the 2102 never arrives: the reversal leaves a tombstone) and half
-on the way back (it committed: the reversal cancels it), so that the reversal path runs
-in every demo. Every answer is checked against the DOMAIN.md §2.8 identities; the run
+the way to the engine (the 2102 or 2103 never arrives: the reversal leaves a tombstone)
+and half on the way back (it committed: the reversal cancels the purchase, or puts the
+cancelled one back), so that the reversal paths run in every demo. Every answer is checked against the DOMAIN.md §2.8 identities; the run
 returns counts, the kept amounts by flow and fund (and of them the cross-region ones:
 patients insured outside the pharmacy's region), and per-transaction latencies.
 """
@@ -41,14 +42,16 @@ from simulators.card.keys import IssuerMasters
 from simulators.desks import signed_in_clients, timed
 from simulators.ecard import EcardPlatform
 from simulators.population import Institution, Population
+from terminals import wire
 from terminals.agent.core import CardAgent
 from terminals.checks import identity_failures
-from terminals.client import Client, OutcomeUnknown, ServiceUnavailable, yuan
+from terminals.client import BusinessError, Client, OutcomeUnknown, ServiceUnavailable, yuan
 from terminals.messages import setl
 from terminals.messages.card import person_info as person_info_msg
 from terminals.messages.pharmacy import cancel as pharmacy_cancel_msg
 from terminals.messages.pharmacy import presettle as pharmacy_presettle_msg
 from terminals.messages.pharmacy import settle as pharmacy_settle_msg
+from terminals.results import ResultCode
 
 CENT = decimal.Decimal("0.01")
 BASKET_LINES_MIN, BASKET_LINES_MAX = 1, 6
@@ -104,6 +107,9 @@ class PosStats:
     lines: int = 0  # basket lines settled
     lost_answers: int = 0  # 2102 whose outcome was unknown, then reversed
     reversals: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by rslt
+    lost_cancels: int = 0  # 2103 whose outcome was unknown, then reversed
+    # By rslt, or reversal_cancellation_stands (then the sale counts as cancelled).
+    cancel_reversals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by_flow: dict[str, Money] = field(default_factory=lambda: defaultdict(Money))
     # Of the kept: the insured region is not the pharmacy's (cross-region direct settlement).
@@ -154,6 +160,7 @@ class PosSimulator:
         ecard_share: float = 0.15,
         cancel_share: float = 0.05,
         lost_answer_share: float = 0.0,
+        lost_cancel_share: float | None = None,  # of the 2103s; lost_answer_share if None
     ) -> None:
         self.base_url = base_url
         self.pop = pop
@@ -166,6 +173,9 @@ class PosSimulator:
         self.ecard_share = ecard_share if ecard is not None else 0.0
         self.cancel_share = cancel_share
         self.lost_answer_share = lost_answer_share
+        self.lost_cancel_share = (
+            lost_answer_share if lost_cancel_share is None else lost_cancel_share
+        )
         self.stats = PosStats()
         self.tills: list[Till] = []
         # One thread for every in-memory card, as in the HIS simulator.
@@ -280,12 +290,29 @@ class PosSimulator:
             data = pharmacy_cancel_msg.Data(
                 setl_id=out.setlinfo.setl_id or "", mdtrt_id=out.setlinfo.mdtrt_id, psn_no=psn_no
             )
-            self._check((await self._timed("2103", c.pharmacy_cancel(region, data))).setlinfo)
-            s.cancellations += 1
-            return
+            if await self._cancel(c, region, data):
+                s.cancellations += 1
+                return
         s.by_flow[flow_of(out.setlinfo)].add(out.setlinfo)
         if region != till.inst.admdvs:
             s.cross_region.add(out.setlinfo)
+
+    async def _cancel(self, c: Client, region: str, data: pharmacy_cancel_msg.Data) -> bool:
+        """2103; False when its answer was lost and the 2601 kept the sale instead (the
+        settlement put back, or the 2103 tombstoned before it arrived)."""
+        if self.rng.random() >= self.lost_cancel_share:
+            self._check((await self._timed("2103", c.pharmacy_cancel(region, data))).setlinfo)
+            return True
+        unknown = await self._lose(c, region, pharmacy_cancel_msg.Input(data=data))
+        self.stats.lost_cancels += 1
+        try:
+            rslt = await self._reverse(c, unknown)
+        except BusinessError as exc:
+            if exc.code is not ResultCode.reversal_cancellation_stands:
+                raise
+            rslt = exc.code.name  # something moved on since: the cancellation stands
+        self.stats.cancel_reversals[rslt] += 1
+        return rslt == ResultCode.reversal_cancellation_stands.name
 
     async def _settle(
         self, c: Client, region: str, request: pharmacy_settle_msg.Input
@@ -301,35 +328,33 @@ class PosSimulator:
             except OutcomeUnknown as exc:  # a real timeout or a dropped connection
                 unknown = exc
         self.stats.lost_answers += 1
-        await self._reverse(c, unknown)
+        self.stats.reversals[await self._reverse(c, unknown)] += 1
         return None
 
     async def _lose(
-        self, c: Client, region: str, request: pharmacy_settle_msg.Input
+        self, c: Client, region: str, request: pharmacy_settle_msg.Input | pharmacy_cancel_msg.Input
     ) -> OutcomeUnknown:
-        """Fault injection: the 2102 is lost on its way (never sent) or its answer on
-        the way back (sent and answered; the answer dropped here)."""
+        """Fault injection: the 2102 or 2103 is lost on its way (never sent) or its
+        answer on the way back (sent and answered; the answer dropped here)."""
+        infno = wire.infno_of(request)
         msgid = await c.msgids.next()
         body = c.envelope(msgid, request, region)
         if self.rng.random() < LOST_ON_THE_WAY_SHARE:
-            cause = TimeoutError("the simulated network dropped the 2102")
+            cause = TimeoutError(f"the simulated network dropped the {infno}")
         else:
-            await self._timed("2102", c.post(body))
-            cause = TimeoutError("the simulated network dropped the 2102's answer")
-        return OutcomeUnknown(pharmacy_settle_msg.INFNO, msgid, body, cause)
+            await self._timed(infno, c.post(body))
+            cause = TimeoutError(f"the simulated network dropped the {infno}'s answer")
+        return OutcomeUnknown(infno, msgid, body, cause)
 
-    async def _reverse(self, c: Client, unknown: OutcomeUnknown) -> None:
-        """2601 until it is answered: a reversal is safe to send again (DOMAIN.md §2.9)."""
-        for attempt in range(1, REVERSE_ATTEMPTS + 1):
+    async def _reverse(self, c: Client, unknown: OutcomeUnknown) -> str:
+        """2601 until it is answered (a reversal is safe to send again, DOMAIN.md
+        §2.9); its `rslt`."""
+        for _ in range(REVERSE_ATTEMPTS - 1):
             try:
-                out = await self._timed("2601", c.reverse(unknown))
+                return (await self._timed("2601", c.reverse(unknown))).data.rslt
             except (OutcomeUnknown, ServiceUnavailable):
-                if attempt == REVERSE_ATTEMPTS:
-                    raise
                 await asyncio.sleep(REVERSE_RETRY_S)
-                continue
-            self.stats.reversals[out.data.rslt] += 1
-            return
+        return (await self._timed("2601", c.reverse(unknown))).data.rslt
 
     async def run(
         self, purchases: int, concurrency: int, progress: Callable[[int], None] | None = None

@@ -87,6 +87,8 @@ def print_pos_report(stats: PosStats, title: str = "") -> None:
     print(f"  cancellations (2103) {stats.cancellations:>10,}")
     reversed_ = ", ".join(f"{n} {rslt}" for rslt, n in sorted(stats.reversals.items()))
     print(f"  lost 2102, reversed  {stats.lost_answers:>10,}   (2601: {reversed_ or 'none'})")
+    undone = ", ".join(f"{n} {rslt}" for rslt, n in sorted(stats.cancel_reversals.items()))
+    print(f"  lost 2103, reversed  {stats.lost_cancels:>10,}   (2601: {undone or 'none'})")
     print(f"  patients by card     {stats.card_purchases:>10,}   (card proof in yk_cred_ref)")
     print(f"  patients by e-card   {stats.ecard_purchases:>10,}")
     print(f"  patients by ID no.   {stats.id_number_purchases:>10,}")
@@ -185,6 +187,7 @@ def pos_simulator(
     masters: IssuerMasters | None,
     ecard: EcardPlatform | None,
     lost_answer_share: float,
+    lost_cancel_share: float | None = None,
 ) -> PosSimulator:
     return PosSimulator(
         url,
@@ -194,6 +197,7 @@ def pos_simulator(
         masters=masters,
         ecard=ecard,
         lost_answer_share=lost_answer_share,
+        lost_cancel_share=lost_cancel_share,
     )
 
 
@@ -236,6 +240,7 @@ async def run_demo_and_report(
     ecard: EcardPlatform | None = None,
     *,
     lost_answer_share: float = 0.0,
+    lost_cancel_share: float | None = None,
 ) -> tuple[Stats, PosStats]:
     """The hospitals and the pharmacies at once, over one population; the progress
     bar follows the visits, and the report ends with both flows by fund."""
@@ -243,7 +248,9 @@ async def run_demo_and_report(
     his = HisSimulator(
         url, pop, seed=seed + 1, terminal_keys=terminal_keys, masters=masters, ecard=ecard
     )
-    pos = pos_simulator(url, pop, seed, terminal_keys, masters, ecard, lost_answer_share)
+    pos = pos_simulator(
+        url, pop, seed, terminal_keys, masters, ecard, lost_answer_share, lost_cancel_share
+    )
     connector = aiohttp.TCPConnector(limit=(concurrency + pos_concurrency) * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
         await his.start(session)

@@ -66,6 +66,14 @@ async def test_sales_by_card_ecard_and_id_number_are_the_settlements_the_report_
     # Every lost 2102 was reversed exactly once: undone, or tombstoned if it never came.
     assert sum(stats.reversals.values()) == stats.lost_answers
     assert set(stats.reversals) <= {"reversed", "tombstoned"}
+    # Every lost 2103 too: the sale put back, tombstoned, or (the account spent since)
+    # the cancellation stands.
+    assert sum(stats.cancel_reversals.values()) == stats.lost_cancels
+    assert set(stats.cancel_reversals) <= {
+        "reversed",
+        "tombstoned",
+        "reversal_cancellation_stands",
+    }
     assert set(stats.by_flow) == {"pharmacy"}
     kept = stats.by_flow["pharmacy"]
     assert kept.settlements == stats.settlements - stats.cancellations > 0
