@@ -38,6 +38,7 @@ import asyncpg
 import msgspec
 
 from engine.db.embedded import bin_dir
+from hsm.secret_guard import child_env
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +277,10 @@ async def _run_pgbench(
     argv: list[str], timeout_s: float, password: str | None = None
 ) -> _Completed:
     started = time.monotonic()
-    env = {**os.environ, "LC_ALL": "C"}
-    if password is not None:  # through the environment, not argv, which `ps` shows to all
-        env["PGPASSWORD"] = password
+    # No secret of ours (HSM settings, database URLs, tokens) reaches pgbench; its own
+    # password goes through the environment, not argv, which `ps` shows to all.
+    extra = {"LC_ALL": "C"} | ({} if password is None else {"PGPASSWORD": password})
+    env = child_env(extra=extra)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import msgspec
 
+from hsm.secret_guard import child_env
+
 SAMPLES_PER_S = 200
 TOP = 20
 STOP_GRACE_S = 20.0
@@ -107,6 +109,7 @@ async def record(pid: int, duration_s: float, out: Path) -> Profile:
         str(out),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        env=child_env(),  # py-spy needs none of our secrets
     )
     try:
         async with asyncio.timeout(duration_s + STOP_GRACE_S):

@@ -266,3 +266,16 @@ async def test_password_reaches_pgbench_through_the_environment() -> None:
     assert done.stdout == "s3 cret C\n"
     uri, password = baseline._without_password("postgresql://u:s3%20cret@h/db", None)
     assert (uri, password) == ("postgresql://u@h/db", "s3 cret")
+
+
+async def test_pgbench_gets_its_password_and_none_of_our_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`env` run in pgbench's place prints the environment pgbench would get."""
+    monkeypatch.setenv("YIKATONG_HSM_SOFT_MASTER_KEY", "00" * 32)
+    monkeypatch.setenv("YIKATONG_DATABASE_URL", "postgresql://u:secret@h/db")
+    done = await baseline._run_pgbench(["env"], timeout_s=10, password="pw")
+    seen = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    assert seen["PGPASSWORD"] == "pw" and seen["LC_ALL"] == "C"
+    assert "YIKATONG_HSM_SOFT_MASTER_KEY" not in seen
+    assert "YIKATONG_DATABASE_URL" not in seen

@@ -90,8 +90,15 @@ ALLOWED_IMPORTS: dict[str, tuple[str, ...]] = {
     # purpose: `--baseline` must run pgbench from the very PostgreSQL install the engine
     # uses, and engine.db.embedded is the one place that knows that layout (a copy would
     # drift); engine.invariant is a leaf without imports. Nothing else of engine: the
-    # load generator measures the engine through the wire, never from inside.
-    "loadtest": ("terminals", "simulators", "engine.db.embedded", "engine.invariant"),
+    # load generator measures the engine through the wire, never from inside. Of hsm,
+    # only secret_guard: pgbench and py-spy get environments without secrets.
+    "loadtest": (
+        "terminals",
+        "simulators",
+        "engine.db.embedded",
+        "engine.invariant",
+        "hsm.secret_guard",
+    ),
 }
 
 
