@@ -10,8 +10,10 @@ VENV=${VENV:-.venv}
 #  pcscd, vsmartcard-vpcd, pcsc-tools, opensc: the real PC/SC stack for virtual cards
 #  libpcsclite-dev, pkg-config, build-essential: to compile pyscard
 #  softhsm2: the PKCS#11 token used by the HSM tests
+#  prometheus: promtool (`check metrics` on the engine's /metrics, `test rules`) and the
+#    real Prometheus the observability tests scrape the engine with
 # --no-install-recommends keeps GTK (pcsc-tools) and the broken vsmartcard-vpicc out.
-APT_PACKAGES=(pcscd vsmartcard-vpcd pcsc-tools opensc libpcsclite-dev pkg-config build-essential softhsm2)
+APT_PACKAGES=(pcscd vsmartcard-vpcd pcsc-tools opensc libpcsclite-dev pkg-config build-essential softhsm2 prometheus)
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 

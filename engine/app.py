@@ -2,7 +2,8 @@
 
 The middleware gives every request an id (a valid caller `X-Request-Id` or a new one),
 puts it on every log line written while handling it and on the response, bounds the
-handler by the request budget, and counts the request by route pattern and status. A
+handler by the request budget, and counts the request by route pattern, method (one of
+a fixed set: a client may send any token) and status. A
 handler that fails unexpectedly is a bug: it is logged with its traceback and answered
 500 with the request id, never with internals.
 """
@@ -28,7 +29,7 @@ from engine.db.pool import DatabaseUnavailableError, probe
 from engine.hsm_runtime import readiness_problem
 from engine.http_tx import TxEndpoint, handle_tx
 from engine.logs import request_id_var
-from engine.metrics import EngineMetrics
+from engine.metrics import EngineMetrics, http_method
 from hsm.protocol import Hsm
 
 log = logging.getLogger("engine.http")
@@ -94,7 +95,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         elapsed_s = time.perf_counter() - started
         route = _route_label(request)
-        labels = (route, request.method, str(status))
+        labels = (route, http_method(request.method), str(status))
         state.metrics.http_requests.labels(*labels).inc()
         state.metrics.http_latency.labels(*labels).observe(elapsed_s)
         state.metrics.http_in_flight.dec()

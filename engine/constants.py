@@ -41,6 +41,40 @@ HTTP_LATENCY_BUCKETS_S: Final = (
     5.0,
     10.0,
 )
+# HSM operations (seconds): a soft HSM answers in tens of microseconds, a network HSM in
+# milliseconds; the top buckets are an HSM in trouble.
+HSM_LATENCY_BUCKETS_S: Final = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
+    0.5,
+)
+# Waiting for a database pool connection (seconds): an idle connection is there at once;
+# the top buckets reach database.acquire_timeout_s's default (2 s) and beyond it.
+DB_POOL_ACQUIRE_BUCKETS_S: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+)
 # Buckets for database round trips per settlement-protocol request (a count, not a
 # duration). 0 is its own bucket: requests refused before any database work; 3 is the
 # DESIGN.md §2 budget of a state-changing request.

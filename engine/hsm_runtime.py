@@ -35,7 +35,9 @@ Logging is bounded: the first failure of a kind and message (a message names the
 label and the operation, never a value) is logged at the level above, then the same
 one at most once per `REPORT_INTERVAL_S` (DEBUG in between, with the count of the ones
 held back on the next report), for at most `REPORTED_MAX` distinct messages at a time.
-Every failure is still counted by `timed` in yikatong_hsm_errors_total by class.
+Every failure is still counted by `timed` in yikatong_hsm_op_errors_total{op, backend,
+kind}, kind being `metrics_kind` of the table's: unavailable, misconfigured, or other
+(input_refused and unclassified, which need a look at the log).
 
 Readiness: `readiness_problem` probes what every request needs, reachability and the
 terminal MAC master (a verification of an empty signature, which must answer False),
@@ -64,9 +66,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from engine.config import HsmConfig
+from engine.metrics import EngineMetrics
 from hsm.errors import HsmError, HsmInputError, HsmMisconfigured, HsmUnavailable
 from hsm.keystore import MASTER_KEY_ENV, KeyStore, KeyStoreError, load_master_key
 from hsm.pkcs11 import Pkcs11Hsm
@@ -78,6 +81,15 @@ from hsm.soft import SoftHsm
 from terminals.results import ResultCode
 
 T = TypeVar("T")
+# The operations `timed` measures: the `op` label's closed set.
+HsmOp = Literal[
+    "random_bytes",
+    "verify_terminal_mac",
+    "verify_card_cryptogram",
+    "external_auth_cryptogram",
+    "verify_signature",
+]
+HSM_OPS: tuple[HsmOp, ...] = get_args(HsmOp)
 PKCS11_PIN_ENV = "YIKATONG_HSM_PKCS11_PIN"
 ENVIRON_SECRETS = (MASTER_KEY_ENV, PKCS11_PIN_ENV)  # read once by open_hsm, then dropped
 PKCS11_OPEN_DEADLINE_S = 10.0  # loading the module and logging in
@@ -128,16 +140,17 @@ async def _open_hsm(cfg: HsmConfig) -> Hsm:
         raise HsmSetupError(str(exc)) from exc
 
 
-async def timed(metrics: object, backend: str, op: str, call: Awaitable[T]) -> T:
-    """Await an HSM call, observing its latency and counting its errors by class."""
+async def timed(metrics: EngineMetrics, backend: str, op: HsmOp, call: Awaitable[T]) -> T:
+    """Await an HSM call, observing its latency and counting its errors by kind."""
+    series = metrics.hsm_series(op, backend)
     started = time.perf_counter()
     try:
         return await call
     except HsmError as exc:
-        metrics.hsm_errors.labels(op, backend, type(exc).__name__).inc()  # type: ignore[attr-defined]
+        series.errors[metrics_kind(exc)].inc()
         raise
     finally:
-        metrics.hsm_latency.labels(op, backend).observe(time.perf_counter() - started)  # type: ignore[attr-defined]
+        series.latency.observe(time.perf_counter() - started)
 
 
 # -- HSM errors as answers (module docstring) -----------------------------------------------
@@ -148,6 +161,16 @@ class HsmFailure(enum.Enum):
     misconfigured = "misconfigured"
     input_refused = "input_refused"
     unclassified = "unclassified"
+
+
+def metrics_kind(exc: HsmError) -> str:
+    """The `kind` label of yikatong_hsm_op_errors_total (engine.metrics.HSM_ERROR_KINDS):
+    an outage to wait out, a configuration to fix, or other (a value the HSM refused,
+    an error without a meaning)."""
+    kind = classify(exc)
+    if kind in (HsmFailure.unavailable, HsmFailure.misconfigured):
+        return kind.name
+    return "other"
 
 
 def classify(exc: HsmError) -> HsmFailure:
@@ -279,7 +302,7 @@ def answer_for(exc: HsmError, *, failures: HsmFailureLog = FAILURES) -> HsmAnswe
 
 
 async def readiness_problem(
-    hsm: Hsm, terminal_mac_master: KeyRef | None, *, deadline_s: float, metrics: object
+    hsm: Hsm, terminal_mac_master: KeyRef | None, *, deadline_s: float, metrics: EngineMetrics
 ) -> str | None:
     """None when the HSM answers and the terminal MAC master (if given) is usable,
     else the reason for /readyz ("hsm unavailable: ...", "hsm misconfigured: ...").

@@ -7,9 +7,11 @@ body is not JSON, 200 with a field error if a field is wrong); the envelope's
 institution must be the terminal's; route `infno` through the registry; run its flow
 (engine.txn.flow: load → decide → write, state-changing ones in one database
 transaction whose write also stores the answer for idempotency). A refusal changes
-nothing but the claimed nonce. Database trouble is 503 with Retry-After, never 500. Each request is counted
-once by infno and result, with its latency and its database round trips
-(engine.db.round_trips).
+nothing but the claimed nonce. Database trouble is 503 with Retry-After, never 500. Each
+request is counted once by infno and result (a business refusal also by itself), with
+its latency, its wait for a pool connection and its database round trips
+(engine.db.round_trips); an answered one also by what it did (`_count_outcome`: a
+replay, the money moved, a reversal's result).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from aiohttp import web
 from engine import constants, edge
 from engine.cache import TtlCache
 from engine.clock import SYSTEM_CLOCK, Clock
+from engine.db.pool import acquire
 from engine.hsm_runtime import answer_for, timed
 from engine.invariant import InvariantViolation
+from engine.metrics import EngineMetrics
 from engine.txn import flow as txflow
 from engine.txn.context import Services, Terminal, TxContext
 from engine.txn.db import TxDb
@@ -44,6 +48,7 @@ from hsm.errors import HsmError
 from hsm.protocol import Hsm, KeyRef
 from terminals import signing
 from terminals.envelope import Envelope, answer
+from terminals.messages import reversal as reversal_msg
 from terminals.results import ResultCode
 
 log = logging.getLogger("engine.tx")
@@ -77,7 +82,7 @@ _Answered = tuple[int, bytes, ResultCode, str]
 class TxEndpoint:
     registry: Mapping[str, TxSpec]
     services: Services
-    metrics: Any  # engine.metrics.EngineMetrics (tx counters)
+    metrics: EngineMetrics
     get_pool: Any  # () -> asyncpg.Pool | None
     hsm: Hsm
     terminal_mac_master: KeyRef
@@ -217,7 +222,7 @@ def _check_headers(request: web.Request, now_s: float) -> tuple[ResultCode, str]
 def _too_large(endpoint: TxEndpoint, received: dt.datetime) -> web.Response:
     """413 as the protocol's JSON answer (not aiohttp's text/plain), counted."""
     refused = edge.too_large()
-    endpoint.metrics.tx_total.labels("unknown", refused.code.name).inc()
+    endpoint.metrics.count_answer("unknown", refused.code)
     status, body = _reply(
         refused.code, status=refused.status, received=received, err_msg=refused.err_msg
     )
@@ -244,7 +249,8 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
     # never leaves a transaction open for the pool's reset to roll back).
     used = 0
     try:
-        async with pool.acquire(timeout=min(endpoint.acquire_timeout_s, timeout_s)) as conn:
+        wait_s = min(endpoint.acquire_timeout_s, timeout_s)
+        async with acquire(pool, timeout_s=wait_s, waits=endpoint.metrics) as conn:
             round_trips: Callable[[], int] = conn.round_trips  # the connection's, not the proxy's
             before = round_trips()
             try:
@@ -275,7 +281,7 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
         )
     finally:
         elapsed_s = time.perf_counter() - started
-        endpoint.metrics.tx_total.labels(infno, code.name).inc()
+        endpoint.metrics.count_answer(infno, code)
         endpoint.metrics.tx_latency.labels(infno).observe(elapsed_s)
         endpoint.metrics.tx_db_round_trips.labels(infno).observe(used)
     return _response(status, out, status == 503)
@@ -444,11 +450,13 @@ async def _run_flow(
 
     try:
         outcome = await txflow.run(flow, ctx, ctx.input, answer)
-    except txflow.CommitOutcomeUnknown:
+    except txflow.CommitOutcomeUnknown as lost:
         found = await _after_lost_commit(ctx, endpoint)
         if found is None:
             raise  # did not commit: 503, and a retry is safe
         _log(ctx, spec, ResultCode.ok, replay=True)
+        if lost.outcome is not None:  # it committed: count what it did
+            _count_outcome(spec, lost.outcome, endpoint.metrics)
         return 200, found, ResultCode.ok
     except asyncpg.UniqueViolationError as exc:
         refusal = _UNIQUE_REFUSALS.get(exc.constraint_name or "")
@@ -462,8 +470,8 @@ async def _run_flow(
             ctx.code,
         )
     ctx.code, ctx.err_msg = outcome.code, outcome.err_msg
-    _log(ctx, spec, outcome.code, replay=outcome.answer is not None and outcome.output is None)
-    _count_money(ctx, endpoint)
+    _log(ctx, spec, outcome.code, replay=outcome.replay)
+    _count_outcome(spec, outcome, endpoint.metrics)
     if outcome.answer is not None:
         return outcome.status, outcome.answer, outcome.code
     if outcome.code is not ResultCode.ok:
@@ -493,7 +501,8 @@ async def _after_lost_commit(ctx: TxContext, endpoint: TxEndpoint) -> bytes | No
     timeout_s = endpoint.services.command_timeout_s
     lost_pid = ctx.db.server_pid
     try:
-        async with pool.acquire(timeout=min(endpoint.acquire_timeout_s, timeout_s)) as conn:
+        wait_s = min(endpoint.acquire_timeout_s, timeout_s)
+        async with acquire(pool, timeout_s=wait_s, waits=endpoint.metrics) as conn:
             # The server may still be committing what it received: wait (within the
             # request's budget) until the backend that had our line is done with it.
             while await conn.fetchval(  # noqa: ASYNC110 -- the event is in another process
@@ -508,11 +517,24 @@ async def _after_lost_commit(ctx: TxContext, endpoint: TxEndpoint) -> bytes | No
         return None
 
 
-def _count_money(ctx: TxContext, endpoint: TxEndpoint) -> None:
-    if ctx.money_moved is not None:
-        kind, fund_fen, acct_fen, cash_fen = ctx.money_moved
-        for payer, fen in (("fund", fund_fen), ("account", acct_fen), ("cash", cash_fen)):
-            endpoint.metrics.settled_fen.labels(kind, payer).inc(fen)
+def _count_outcome(spec: TxSpec, outcome: txflow.Outcome, metrics: EngineMetrics) -> None:
+    """What an answered transaction did, beyond its count by result: a replay of a
+    msgid seen before, the money a success moved, a reversal's result."""
+    if outcome.replay:
+        metrics.idempotent_replays.labels(spec.infno).inc()
+        return
+    moved = outcome.moved
+    if moved is not None:
+        metrics.count_money(
+            spec.infno,
+            moved.kind,
+            moved.pharmacy,
+            moved.fund_fen,
+            moved.account_fen,
+            moved.cash_fen,
+        )
+    if isinstance(outcome.output, reversal_msg.Output):
+        metrics.count_reversal(outcome.output.data.oinfno, outcome.output.data.rslt)
 
 
 def _log(ctx: TxContext, spec: TxSpec, code: ResultCode, *, replay: bool = False) -> None:

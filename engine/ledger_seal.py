@@ -1,6 +1,7 @@
 """Sealing the journal into per-region hash chains, and verifying them
 (`yikatong ledger seal`, `yikatong ledger verify`; the engine seals in the
-background). See migration 0004 for why sealing follows commit.
+background, and reports what is left to seal, `backlog`, to its metrics). See
+migration 0004 for why sealing follows commit.
 
 An entry's hash is SHA-256 over the previous seal's hash of its region and the
 entry's canonical text: id, kind, region, settlement id, institution, msgid, creation
@@ -14,6 +15,8 @@ import hashlib
 from dataclasses import dataclass
 
 import asyncpg
+
+from engine.invariant import InvariantViolation
 
 GENESIS = bytes(32)
 SEAL_LOCK_KEY = 0x59_4B_53_4C  # "YKSL": one sealer at a time across processes
@@ -106,6 +109,32 @@ async def seal(conn: asyncpg.Connection, *, batch_max: int, timeout_s: float) ->
             "UPDATE journal_seal_state SET sealed_below_xid = $1", new_low, timeout=timeout_s
         )
         return len(ready)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What is left to seal: committed entries without a seal, and the age of the
+    oldest of them (0.0 when none) — the metrics' seal lag."""
+
+    entries: int
+    oldest_age_s: float
+
+
+async def backlog(conn: asyncpg.Connection, *, timeout_s: float) -> Backlog:
+    """One indexed query over the unsealed tail: every entry below the seal state's
+    `sealed_below_xid` is sealed (see `seal`), so only the ones from there on are
+    looked at. An entry's age runs from its transaction's start (created_at)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS entries,"
+        " coalesce(extract(epoch FROM clock_timestamp() - min(e.created_at)), 0)::float8 AS age_s"
+        " FROM journal_entries e, journal_seal_state st"
+        " WHERE e.created_xid >= st.sealed_below_xid"
+        " AND NOT EXISTS (SELECT 1 FROM journal_seals s WHERE s.entry_id = e.entry_id)",
+        timeout=timeout_s,
+    )
+    if row is None:
+        raise InvariantViolation("an aggregate without GROUP BY answers one row")
+    return Backlog(entries=int(row["entries"]), oldest_age_s=max(0.0, float(row["age_s"])))
 
 
 @dataclass(frozen=True)

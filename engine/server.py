@@ -27,7 +27,7 @@ from engine.app import EngineState, build_app
 from engine.config import Config
 from engine.db import migrate
 from engine.db.lifecycle import database_dsn
-from engine.db.pool import create_pool
+from engine.db.pool import acquire, create_pool
 from engine.hsm_runtime import open_hsm
 from engine.http_tx import TxEndpoint
 from engine.metrics import EngineMetrics
@@ -79,21 +79,26 @@ async def _record_stop(pool: asyncpg.Pool, instance_id: uuid.UUID, timeout_s: fl
         log.warning("could not record the stop", extra={"fields": {"error": str(exc)}})
 
 
-async def _seal_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) -> None:
-    """Seal finished journal entries every `ledger.seal_interval_s` until stop; a
-    failed run (database away) is logged and retried at the next interval."""
+async def _seal_forever(
+    pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event, metrics: EngineMetrics
+) -> None:
+    """Seal finished journal entries every `ledger.seal_interval_s` until stop, and
+    report what is left to seal to the metrics (their ledger gauges change only here:
+    a scrape never waits on the database); a failed run (database away) is logged and
+    retried at the next interval, the gauges keeping the last run's values."""
+    timeout_s = cfg.database.command_timeout_s
     while not stop.is_set():
         try:
-            async with pool.acquire(timeout=cfg.database.acquire_timeout_s) as conn:
+            async with acquire(
+                pool, timeout_s=cfg.database.acquire_timeout_s, waits=metrics
+            ) as conn:
                 count = await ledger_seal.seal(
-                    conn,
-                    batch_max=cfg.ledger.seal_batch_max,
-                    timeout_s=cfg.database.command_timeout_s,
+                    conn, batch_max=cfg.ledger.seal_batch_max, timeout_s=timeout_s
                 )
+                left = await ledger_seal.backlog(conn, timeout_s=timeout_s)
+                metrics.ledger_backlog(left.entries, left.oldest_age_s, sealed_at_s=time.time())
                 count += await nonces.purge_expired(
-                    conn,
-                    batch_max=cfg.card.purge_batch_max,
-                    timeout_s=cfg.database.command_timeout_s,
+                    conn, batch_max=cfg.card.purge_batch_max, timeout_s=timeout_s
                 )
             if count:
                 log.debug("sealed journal entries", extra={"fields": {"count": count}})
@@ -103,14 +108,18 @@ async def _seal_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) ->
             await asyncio.wait_for(stop.wait(), cfg.ledger.seal_interval_s)
 
 
-async def _purge_card_auth_forever(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) -> None:
+async def _purge_card_auth_forever(
+    pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event, metrics: EngineMetrics
+) -> None:
     """Delete expired card challenges, burned e-card token ids and request nonces every
     `card.purge_interval_s`, at most `card.purge_batch_max` challenges and tokens per
     run (nonces until none has expired); a failed run is logged and retried at the next
     interval."""
     while not stop.is_set():
         try:
-            async with pool.acquire(timeout=cfg.database.acquire_timeout_s) as conn:
+            async with acquire(
+                pool, timeout_s=cfg.database.acquire_timeout_s, waits=metrics
+            ) as conn:
                 count = await card_purge.purge_expired(
                     conn,
                     batch_max=cfg.card.purge_batch_max,
@@ -219,8 +228,8 @@ async def _serve_with_database(
                 }
             },
         )
-        sealer = asyncio.create_task(_seal_forever(pool, cfg, stop))
-        purger = asyncio.create_task(_purge_card_auth_forever(pool, cfg, stop))
+        sealer = asyncio.create_task(_seal_forever(pool, cfg, stop, state.metrics))
+        purger = asyncio.create_task(_purge_card_auth_forever(pool, cfg, stop, state.metrics))
         await stop.wait()
         await sealer
         await purger

@@ -97,6 +97,7 @@ class CancelDecision(Struct, frozen=True, kw_only=True):
     balance_before_fen: int
     balance_after_fen: int
     accumulators_after: Accumulators
+    pharmacy: bool  # the settlement's benefit (clr_type 41), for the metrics
     # What moves back, for the answer and the metrics.
     fund_fen: int
     acct_fen: int
@@ -149,6 +150,7 @@ def decide_cancel(
         balance_before_fen=person.acct_balance_fen,
         balance_after_fen=person.acct_balance_fen + st.acct_pay_fen,
         accumulators_after=reverse_accumulators(before, st.taken, st.benefit),
+        pharmacy=st.pharmacy,
         fund_fen=st.fund_pay_sumamt_fen,
         acct_fen=st.acct_pay_fen,
         cash_fen=st.psn_cash_pay_fen,
@@ -249,6 +251,7 @@ class ReinstateDecision(Struct, frozen=True, kw_only=True):
     balance_after_fen: int
     accumulators_after: Accumulators
     detail_count: int  # the fee details settled again
+    pharmacy: bool  # the settlement's benefit (clr_type 41), for the metrics
     # What moves again, for the metrics.
     fund_fen: int
     acct_fen: int
@@ -388,6 +391,7 @@ def decide_reinstate(
         balance_after_fen=person.acct_balance_fen - st.acct_pay_fen,
         accumulators_after=retake_accumulators(limits.accumulators, st.taken, st.benefit),
         detail_count=load.unsettled.released_count,
+        pharmacy=st.pharmacy,
         fund_fen=st.fund_pay_sumamt_fen,
         acct_fen=st.acct_pay_fen,
         cash_fen=st.psn_cash_pay_fen,

@@ -1,11 +1,15 @@
 """The asyncpg connection pool with every size and timeout set explicitly from the
-config, and the readiness probe that `/readyz` uses. Its connections count their
+config, `acquire` that reports each wait for a connection (the metrics' pool wait and
+timeouts), and the readiness probe that `/readyz` uses. Its connections count their
 round trips to PostgreSQL (engine.db.round_trips)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 import asyncpg
 
@@ -50,6 +54,34 @@ async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailableError(f"cannot open the database pool: {exc}") from exc
     return pool
+
+
+class PoolWaits(Protocol):
+    """Who hears of each wait for a connection (engine.metrics.EngineMetrics)."""
+
+    def pool_waited(self, waited_s: float, *, timed_out: bool) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def acquire(
+    pool: asyncpg.Pool, *, timeout_s: float, waits: PoolWaits
+) -> AsyncIterator[asyncpg.Connection]:
+    """`pool.acquire(timeout=timeout_s)` that reports to `waits` how long it waited and
+    whether the wait ran out (the TimeoutError is raised on); the connection goes back
+    to the pool when the block ends, as with asyncpg's own context manager."""
+    started = time.perf_counter()
+    timed_out = False
+    try:
+        conn = await pool.acquire(timeout=timeout_s)
+    except TimeoutError:
+        timed_out = True
+        raise
+    finally:
+        waits.pool_waited(time.perf_counter() - started, timed_out=timed_out)
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
 
 
 async def probe(pool: asyncpg.Pool, cfg: DatabaseConfig) -> float:

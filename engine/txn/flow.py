@@ -19,10 +19,10 @@ COMMITs the same way before it goes on. A decision that spends a credential and 
 refuses (`spent_refusal`) is written, without a msgid claim, and answered as a refusal.
 
 Idempotency is one step with two halves: `_idempotent` answers a msgid seen before from
-the load (the stored answer for the same request, a refusal for a different one), and
-the write's `tx` part claims the msgid together with the answer. Two identical requests
-at once: the second's claim waits on the first's and fails on its key; the runner then
-loads again and answers from the stored record.
+the load (the stored answer for the same request, marked `replay` for the metrics; a
+refusal for a different one), and the write's `tx` part claims the msgid together with
+the answer. Two identical requests at once: the second's claim waits on the first's and
+fails on its key; the runner then loads again and answers from the stored record.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ from engine.invariant import invariant
 from engine.txn.context import TxContext
 from engine.txn.db import TxDb
 from engine.txn.refusal_codes import REFUSAL_CODES
+from settlement.adjudication import Benefit
+from settlement.cancellation import CancelDecision, ReinstateDecision, ReversalDecision
+from settlement.outpatient import SettleDecision
+from settlement.pharmacy import PharmacyDecision
 from settlement.refusals import Refused
 from settlement.session import SignIn, check_signed_in
 from terminals.results import ResultCode
@@ -71,10 +75,16 @@ class ClaimedConcurrently(Exception):
     """Another request with this msgid committed between our load and our write."""
 
 
-class CommitOutcomeUnknown(ConnectionError):
-    """The line to PostgreSQL was lost after the write + COMMIT was sent: it may have
-    committed. The caller looks the msgid up on another connection (`stored_answer`)
-    before it tells the client anything."""
+class Moved(msgspec.Struct, frozen=True):
+    """Money a decision moved, for the metrics (engine.metrics): `kind` as the flow's
+    `money` says it (settle, cancel), whether the settlement it moved is a pharmacy
+    one (clr_type 41), and the fen by payer."""
+
+    kind: str
+    pharmacy: bool
+    fund_fen: int
+    account_fen: int
+    cash_fen: int
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -85,6 +95,17 @@ class Outcome(msgspec.Struct, frozen=True):
     output: Any = None
     answer: bytes | None = None  # the exact bytes to send: a replay, or what the write stored
     status: int = 200
+    replay: bool = False  # `answer` is the stored answer of a msgid seen before
+    moved: Moved | None = None  # what a success moved
+
+
+class CommitOutcomeUnknown(ConnectionError):
+    """The line to PostgreSQL was lost after the write + COMMIT was sent: it may have
+    committed. The caller looks the msgid up on another connection (`stored_answer`)
+    before it tells the client anything; `outcome` is what the runner would have
+    answered had the commit been heard (for the metrics, should it have committed)."""
+
+    outcome: Outcome | None = None
 
 
 class Flow(Generic[R, L, D]):
@@ -161,7 +182,7 @@ def _idempotent(ctx: TxContext, tx: TxRecord) -> Outcome:
             ResultCode.msgid_reused_with_different_body,
             f"msgid: {env.msgid} was already used for a different request",
         )
-    return Outcome(ResultCode.ok, answer=tx.answer.encode())
+    return Outcome(ResultCode.ok, answer=tx.answer.encode(), replay=True)
 
 
 async def claim_nonce_alone(db: TxDb, terminal_id: str, nonce: str, expires: dt.datetime) -> bool:
@@ -235,15 +256,43 @@ async def run(flow: Flow[R, L, D], ctx: TxContext, inp: Any, answer: Any) -> Out
             return refused(spent)
         else:
             output = flow.output(ctx, req, load, decision)
-            stored = None
+            money = flow.money(decision)
+            done = Outcome(ResultCode.ok, output=output, moved=_moved(money, decision))
             if mutating:
-                stored = await _write(flow, ctx, req, load, decision, output, answer)
-            ctx.money_moved = flow.money(decision)
-            return Outcome(ResultCode.ok, output=output, answer=stored)
+                try:
+                    stored = await _write(flow, ctx, req, load, decision, output, answer)
+                except CommitOutcomeUnknown as lost:
+                    lost.outcome = done  # the caller may find that it committed
+                    raise
+                done = msgspec.structs.replace(done, answer=stored)
+            ctx.money_moved = money
+            return done
     invariant(outcome is not None, f"{flow.load_function} returned no flow part and no reason")
     if mutating:
         await ctx.db.commit()  # keeps the claimed nonce; nothing else was changed
     return outcome  # type: ignore[return-value]  # invariant() above
+
+
+def _moved(money: tuple[str, int, int, int] | None, decision: object) -> Moved | None:
+    """`Flow.money`'s tuple with whether the settlement it moved is a pharmacy one."""
+    if money is None:
+        return None
+    kind, fund_fen, account_fen, cash_fen = money
+    return Moved(kind, _pharmacy(decision), fund_fen, account_fen, cash_fen)
+
+
+def _pharmacy(decision: object) -> bool:
+    """Every money decision knows its settlement's benefit (2207 at a pharmacy or for
+    med_type 41 is one too; a cancellation or reinstatement, the settlement's clr_type)."""
+    if isinstance(decision, ReversalDecision):
+        decision = decision.cancel or decision.reinstate
+    if isinstance(decision, PharmacyDecision):
+        decision = decision.settle
+    if isinstance(decision, SettleDecision):
+        return decision.benefit is Benefit.pharmacy
+    if isinstance(decision, CancelDecision | ReinstateDecision):
+        return decision.pharmacy
+    return False
 
 
 async def _prove(flow: Flow[R, L, D], ctx: TxContext, req: R, load: L, mutating: bool) -> L:

@@ -75,11 +75,11 @@ async def test_transactions_and_money_are_counted(deployment: Deployment, his: C
     tx = {(s.labels["infno"], s.labels["result"]) for s in families["yikatong_tx"].samples}
     assert ("2207", "ok") in tx and ("9001", "ok") in tx
     moved = {
-        (s.labels["kind"], s.labels["payer"]): s.value
-        for s in families["yikatong_settled_fen"].samples
+        (s.labels["flow"], s.labels["kind"], s.labels["fund"]): s.value
+        for s in families["yikatong_settlement_amount_fen"].samples
         if s.name.endswith("_total")
     }
-    assert moved[("settle", "fund")] >= int(out.setlinfo.fund_pay_sumamt * 100)
+    assert moved[("outpatient", "settle", "fund")] >= int(out.setlinfo.fund_pay_sumamt * 100)
 
 
 async def test_engine_seals_the_journal_in_the_background(

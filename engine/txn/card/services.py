@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from engine import constants
-from engine.hsm_runtime import timed
+from engine.hsm_runtime import HsmOp, timed
 from engine.invariant import InvariantViolation
 from engine.metrics import EngineMetrics
 from engine.txn.context import Services, TxContext
@@ -63,13 +63,14 @@ def card_services(ctx: TxContext) -> CardAuthServices:
     return services
 
 
-async def hsm_call(ctx: TxContext, op: str, call: Awaitable[T]) -> T:
+async def hsm_call(ctx: TxContext, op: HsmOp, call: Awaitable[T]) -> T:
     """An HSM call timed and counted under yikatong_hsm_op_* by operation."""
     services = card_services(ctx)
     return await timed(services.metrics, services.hsm.backend, op, call)
 
 
 def count_auth(ctx: TxContext, method: str, result: ResultCode | Refused) -> None:
-    """One 1101 identification by `method` (card, ecard, certno) and its result."""
+    """One 1101 identification by `method` (a settlement.proofs.Credential name: card,
+    ecard, certno) and its result."""
     code = REFUSAL_CODES[result.reason] if isinstance(result, Refused) else result
-    card_services(ctx).metrics.card_auth_total.labels(method, code.name).inc()
+    card_services(ctx).metrics.count_card_auth(method, code)
