@@ -75,7 +75,7 @@ _UNIQUE_REFUSALS = {
 
 
 # (HTTP status, answer bytes, result code, infno label for the metrics)
-_Answered = tuple[int, bytes, ResultCode, str]
+_Answered = tuple[int, bytes, ResultCode]
 
 
 @dataclass
@@ -95,6 +95,9 @@ class TxEndpoint:
             constants.REFERENCE_CACHE_CAPACITY, constants.REFERENCE_CACHE_TTL_S
         )
     )
+
+    def __post_init__(self) -> None:
+        self.metrics.start_tx_series(self.registry)
 
 
 def _reply(
@@ -241,7 +244,10 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
             *_reply(ResultCode.database_unavailable, status=503, received=received), True
         )
     timeout_s = endpoint.services.command_timeout_s
-    infno, code = "unknown", ResultCode.ok
+    # The code the answer is counted under: None until one is decided (an unexpected
+    # failure propagates and is counted internal_error); the infno label once routed.
+    code: ResultCode | None = None
+    label = _Label()
     # The request's every database call goes through this one connection, so its round
     # trips are the difference of two readings of its counter — both taken while the
     # request holds it: the pool hands a released connection to the next request in
@@ -254,8 +260,8 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
             round_trips: Callable[[], int] = conn.round_trips  # the connection's, not the proxy's
             before = round_trips()
             try:
-                status, out, code, infno = await _authenticated(
-                    request, endpoint, conn, body, received
+                status, out, code = await _authenticated(
+                    request, endpoint, conn, body, received, label
                 )
             finally:
                 used = round_trips() - before
@@ -281,10 +287,18 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
         )
     finally:
         elapsed_s = time.perf_counter() - started
-        endpoint.metrics.count_answer(infno, code)
-        endpoint.metrics.tx_latency.labels(infno).observe(elapsed_s)
-        endpoint.metrics.tx_db_round_trips.labels(infno).observe(used)
+        endpoint.metrics.count_answer(label.infno, code)
+        endpoint.metrics.tx_latency.labels(label.infno).observe(elapsed_s)
+        endpoint.metrics.tx_db_round_trips.labels(label.infno).observe(used)
     return _response(status, out, status == 503)
+
+
+@dataclass
+class _Label:
+    """The `infno` label of a request: `unknown` until the envelope names a routed code
+    (so that a database or HSM failure after that is counted under its code)."""
+
+    infno: str = "unknown"
 
 
 async def _authenticated(
@@ -293,7 +307,8 @@ async def _authenticated(
     conn: asyncpg.Connection,
     body: bytes,
     received: dt.datetime,
-) -> tuple[int, bytes, ResultCode, str]:
+    label: _Label,
+) -> tuple[int, bytes, ResultCode]:
     now_s = time.time()
     bad = _check_headers(request, now_s)
     terminal = None
@@ -307,7 +322,7 @@ async def _authenticated(
         elif not await _signature_valid(endpoint, terminal["terminal_id"], request, body):
             bad = (ResultCode.signature_invalid, f"{signing.HEADER_SIGNATURE}: does not match")
     if bad is not None:
-        return (*_reply(bad[0], status=401, received=received, err_msg=bad[1]), bad[0], "unknown")
+        return (*_reply(bad[0], status=401, received=received, err_msg=bad[1]), bad[0])
     if terminal is None:  # _check_headers and the lookup above refuse that
         raise InvariantViolation("no terminal after the signature check")
     deadline = endpoint.clock.monotonic() + endpoint.request_budget_s
@@ -318,7 +333,7 @@ async def _authenticated(
         dt.UTC,
     )
 
-    async def early(code: ResultCode, status: int, msg: str, label: str) -> _Answered:
+    async def early(code: ResultCode, status: int, msg: str) -> _Answered:
         """An answer before any transaction ran: the nonce is claimed all the same."""
         if not await txflow.claim_nonce_alone(db, terminal["terminal_id"], nonce, nonce_expires):
             code, status, msg = ResultCode.nonce_replayed, 401, "X-Yk-Nonce: already used"
@@ -326,7 +341,6 @@ async def _authenticated(
         return (
             *_reply(code, status=status, env_region=region, received=received, err_msg=msg),
             code,
-            label,
         )
 
     env: Envelope | None = None
@@ -334,17 +348,17 @@ async def _authenticated(
     # keys, NUL, lone surrogates), then decodes the envelope once.
     decoded = edge.decode_envelope(body)
     if isinstance(decoded, edge.BodyRefusal):
-        return await early(decoded.code, decoded.status, decoded.err_msg, "unknown")
+        return await early(decoded.code, decoded.status, decoded.err_msg)
     env = decoded
+    spec = endpoint.registry.get(env.infno)
+    if spec is not None:  # else "unknown": a client must not be able to mint label values
+        label.infno = spec.infno
     mismatch = _not_this_institution(env, terminal)
     if mismatch is not None:
-        label = env.infno if env.infno in endpoint.registry else "unknown"
-        return await early(ResultCode.institution_mismatch, 200, mismatch, label)
-    spec = endpoint.registry.get(env.infno)
+        return await early(ResultCode.institution_mismatch, 200, mismatch)
     if spec is None:
-        # "unknown" as the metric label: a client must not be able to mint label values.
         msg = f"infno: {env.infno} is not a known transaction"
-        return await early(ResultCode.infno_unknown, 200, msg, "unknown")
+        return await early(ResultCode.infno_unknown, 200, msg)
     # Idempotency compares what the request asks: its transaction and its input bytes.
     request_sha256 = hashlib.sha256(env.infno.encode() + b"\n" + bytes(env.input)).digest()
     status, out, code = await _execute(
@@ -359,7 +373,7 @@ async def _authenticated(
         nonce,
         nonce_expires,
     )
-    return status, out, code, env.infno
+    return status, out, code
 
 
 async def _execute(

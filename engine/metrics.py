@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -56,7 +56,13 @@ REVERSAL_OINFNOS = tuple(sorted(reversal_msg.REVERSIBLE | reversal_msg.NATIONALL
 REVERSAL_RESULTS = tuple(r.value for r in ReversalResult)
 CARD_AUTH_METHODS = tuple(c.name for c in Credential)
 HSM_ERROR_KINDS = ("misconfigured", "unavailable", "other")
+# The `result` of an answer the handler did not decide: an unexpected failure, HTTP 500.
+INTERNAL_ERROR = "internal_error"
 OPERATING_CONDITIONS_MIN = 9000  # terminals.results: 9xxx, try again (or call the operator)
+TX_ERROR_RESULTS = (
+    *(c.name for c in ResultCode if c >= OPERATING_CONDITIONS_MIN),
+    INTERNAL_ERROR,
+)
 
 
 def bounded(value: str, allowed: Collection[str]) -> str:
@@ -279,11 +285,21 @@ class EngineMetrics:
 
     # -- recording, with the label mapping in one place -------------------------------------
 
-    def count_answer(self, infno: str, code: ResultCode) -> None:
-        """One settlement-protocol answer (`infno` already bounded by the caller)."""
-        self.tx_total.labels(infno, code.name).inc()
-        if is_refusal(code):
+    def count_answer(self, infno: str, code: ResultCode | None) -> None:
+        """One settlement-protocol answer (`infno` already bounded by the caller);
+        `code` None: the handler failed unexpectedly and the answer was HTTP 500."""
+        result = INTERNAL_ERROR if code is None else code.name
+        self.tx_total.labels(infno, result).inc()
+        if code is not None and is_refusal(code):
             self.tx_refusals.labels(infno, code.name).inc()
+
+    def start_tx_series(self, infnos: Iterable[str]) -> None:
+        """The error series of every routed code (and `unknown`) at 0 from the start:
+        a series born at its first error has no increase for rate() to see, so the
+        first burst of errors after a restart would escape the error-rate alerts."""
+        for infno in (*infnos, "unknown"):
+            for result in TX_ERROR_RESULTS:
+                self.tx_total.labels(infno, result)
 
     def count_money(
         self, infno: str, kind: str, pharmacy: bool, fund_fen: int, account_fen: int, cash_fen: int

@@ -60,6 +60,18 @@ def test_answers_count_refusals_apart() -> None:
     assert sample(metrics, refusals, infno="2207", result="ok") is None
 
 
+def test_error_series_start_at_zero_and_a_crash_is_not_counted_ok() -> None:
+    metrics = EngineMetrics(lambda: None)
+    metrics.start_tx_series(["2207"])
+    for infno in ("2207", "unknown"):
+        for result in ("database_unavailable", "hsm_unavailable", "internal_error"):
+            assert sample(metrics, "yikatong_tx_total", infno=infno, result=result) == 0
+    assert sample(metrics, "yikatong_tx_total", infno="2207", result="ok") is None
+    metrics.count_answer("2207", None)  # the handler raised: answered 500
+    assert sample(metrics, "yikatong_tx_total", infno="2207", result="internal_error") == 1
+    assert sample(metrics, "yikatong_tx_total", infno="2207", result="ok") is None
+
+
 def test_money_is_counted_in_fen_by_flow_fund_and_kind() -> None:
     metrics = EngineMetrics(lambda: None)
     metrics.count_money("2102", "settle", True, 1200, 300, 45)
