@@ -34,7 +34,7 @@ from aiohttp import web
 from engine import constants, edge
 from engine.cache import TtlCache
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.db.pool import acquire
+from engine.db.pool import PoolExhausted, acquire
 from engine.hsm_runtime import answer_for, timed
 from engine.invariant import InvariantViolation
 from engine.metrics import EngineMetrics
@@ -265,26 +265,16 @@ async def handle_tx(request: web.Request, endpoint: TxEndpoint) -> web.Response:
                 )
             finally:
                 used = round_trips() - before
-    except HsmError as exc:
-        # Never a 500 nor a signature refusal: an outage is "try again" (503 +
-        # Retry-After), a misconfiguration 503 hsm_misconfigured without Retry-After
-        # (engine.hsm_runtime says which is which, and logs it bounded).
-        hsm_answer = answer_for(exc)
-        hsm_answer.log(log)
-        code = hsm_answer.code
-        status, out = _reply(
-            code, status=hsm_answer.status, received=received, err_msg=hsm_answer.client_message
-        )
-        if not hsm_answer.retry_after:
+    except (
+        HsmError,
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        code, status, out, retry_after = _operating_answer(exc, received)
+        if not retry_after:
             return _response(status, out)  # still counted: the finally below runs first
-    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        log.warning(
-            "database unavailable during transaction", extra={"fields": {"error": repr(exc)}}
-        )
-        code = ResultCode.database_unavailable
-        status, out = _reply(
-            code, status=503, received=received, err_msg="database unavailable; try again"
-        )
     finally:
         elapsed_s = time.perf_counter() - started
         endpoint.metrics.count_answer(label.infno, code)
@@ -299,6 +289,37 @@ class _Label:
     (so that a database or HSM failure after that is counted under its code)."""
 
     infno: str = "unknown"
+
+
+_OperatingAnswer = tuple[ResultCode, int, bytes, bool]
+
+
+def _operating_answer(exc: BaseException, received: dt.datetime) -> _OperatingAnswer:
+    """The 503 for an operating condition: (code, status, body, with Retry-After)."""
+    if isinstance(exc, HsmError):
+        # Never a 500 nor a signature refusal: an outage is "try again" (503 +
+        # Retry-After), a misconfiguration 503 hsm_misconfigured without Retry-After
+        # (engine.hsm_runtime says which is which, and logs it bounded).
+        hsm_answer = answer_for(exc)
+        hsm_answer.log(log)
+        status, out = _reply(
+            hsm_answer.code,
+            status=hsm_answer.status,
+            received=received,
+            err_msg=hsm_answer.client_message,
+        )
+        return hsm_answer.code, status, out, hsm_answer.retry_after
+    if isinstance(exc, PoolExhausted):
+        # The database answers but every connection is busy: "try again" as for an
+        # outage, told apart so that operators see the pool, not the database.
+        code, msg = ResultCode.overloaded, "engine busy; try again"
+    else:
+        log.warning(
+            "database unavailable during transaction", extra={"fields": {"error": repr(exc)}}
+        )
+        code, msg = ResultCode.database_unavailable, "database unavailable; try again"
+    status, out = _reply(code, status=503, received=received, err_msg=msg)
+    return code, status, out, True
 
 
 async def _authenticated(

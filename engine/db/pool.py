@@ -56,6 +56,11 @@ async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
     return pool
 
 
+class PoolExhausted(TimeoutError):
+    """No pool connection came free within the wait: the database answers, but every
+    connection is busy (answered 503 overloaded, not database_unavailable)."""
+
+
 class PoolWaits(Protocol):
     """Who hears of each wait for a connection (engine.metrics.EngineMetrics)."""
 
@@ -67,15 +72,15 @@ async def acquire(
     pool: asyncpg.Pool, *, timeout_s: float, waits: PoolWaits
 ) -> AsyncIterator[asyncpg.Connection]:
     """`pool.acquire(timeout=timeout_s)` that reports to `waits` how long it waited and
-    whether the wait ran out (the TimeoutError is raised on); the connection goes back
-    to the pool when the block ends, as with asyncpg's own context manager."""
+    whether the wait ran out (raised as PoolExhausted, a TimeoutError); the connection
+    goes back to the pool when the block ends, as with asyncpg's own context manager."""
     started = time.perf_counter()
     timed_out = False
     try:
         conn = await pool.acquire(timeout=timeout_s)
-    except TimeoutError:
+    except TimeoutError as exc:
         timed_out = True
-        raise
+        raise PoolExhausted(f"no pool connection free within {timeout_s:g}s") from exc
     finally:
         waits.pool_waited(time.perf_counter() - started, timed_out=timed_out)
     try:
