@@ -23,18 +23,27 @@ CREATE INDEX journal_cancel_entries_by_msgid
 -- visit's unsettled details only when they are exactly these.
 ALTER TABLE fee_details ADD COLUMN released_setl_id text;
 
+-- A settlement's cancel or reinstate entry with its postings; its id.
+CREATE FUNCTION yk_post_entry(p_kind text, e jsonb) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    entry bigint;
+BEGIN
+    INSERT INTO journal_entries (kind, insuplc_admdvs, setl_id, fixmedins_code, msgid)
+    VALUES (p_kind, e->>'insuplc_admdvs', e->>'setl_id', e->>'fixmedins_code', e->>'msgid')
+    RETURNING entry_id INTO entry;
+    INSERT INTO postings (entry_id, account, amount_fen)
+    SELECT entry, p.account, p.amount_fen
+    FROM jsonb_to_recordset(e->'postings') AS p(account text, amount_fen bigint);
+    RETURN entry;
+END $$;
+
 -- A decided cancellation (as in 0009), now remembering what it freed.
 CREATE OR REPLACE FUNCTION yk_cancel_settlement(c jsonb) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     entry bigint;
     n integer;
 BEGIN
-    INSERT INTO journal_entries (kind, insuplc_admdvs, setl_id, fixmedins_code, msgid)
-    VALUES ('cancel', c->>'insuplc_admdvs', c->>'setl_id', c->>'fixmedins_code', c->>'msgid')
-    RETURNING entry_id INTO entry;
-    INSERT INTO postings (entry_id, account, amount_fen)
-    SELECT entry, p.account, p.amount_fen
-    FROM jsonb_to_recordset(c->'postings') AS p(account text, amount_fen bigint);
+    entry := yk_post_entry('cancel', c);
     UPDATE settlements SET state = c->>'state', cancel_entry_id = entry,
         cancel_msgid = c->>'msgid', cancelled_at = (c->>'cancelled_at')::timestamptz
     WHERE setl_id = c->>'setl_id' AND state = c->>'state_before';
@@ -181,12 +190,7 @@ DECLARE
     entry bigint;
     n integer;
 BEGIN
-    INSERT INTO journal_entries (kind, insuplc_admdvs, setl_id, fixmedins_code, msgid)
-    VALUES ('reinstate', r->>'insuplc_admdvs', r->>'setl_id', r->>'fixmedins_code', r->>'msgid')
-    RETURNING entry_id INTO entry;
-    INSERT INTO postings (entry_id, account, amount_fen)
-    SELECT entry, p.account, p.amount_fen
-    FROM jsonb_to_recordset(r->'postings') AS p(account text, amount_fen bigint);
+    entry := yk_post_entry('reinstate', r);
     UPDATE settlements SET state = r->>'state', cancel_entry_id = NULL, cancel_msgid = NULL,
         cancelled_at = NULL
     WHERE setl_id = r->>'setl_id' AND state = r->>'state_before'
