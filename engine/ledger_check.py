@@ -77,6 +77,7 @@ CHECKS: tuple[tuple[str, str], ...] = (
         "  SELECT setl_id, count(*) FILTER (WHERE kind = 'cancel') AS cancels,"
         "  count(*) FILTER (WHERE kind = 'reinstate') AS reinstates,"
         "  max(entry_id) FILTER (WHERE kind = 'cancel') AS last_cancel,"
+        "  min(entry_id) FILTER (WHERE kind = 'cancel') AS first_cancel,"
         "  max(entry_id) FILTER (WHERE kind = 'reinstate') AS last_reinstate"
         "  FROM journal_entries WHERE kind IN ('cancel', 'reinstate') GROUP BY 1"
         " ) j USING (setl_id)"
@@ -84,8 +85,7 @@ CHECKS: tuple[tuple[str, str], ...] = (
         "   <> CASE WHEN s.state = 'cancelled' THEN 1 ELSE 0 END"
         " OR (s.state = 'cancelled' AND s.cancel_entry_id IS DISTINCT FROM j.last_cancel)"
         " OR (s.state = 'settled' AND s.cancel_entry_id IS NOT NULL)"
-        " OR j.last_reinstate < (SELECT min(entry_id) FROM journal_entries c"
-        "   WHERE c.setl_id = s.setl_id AND c.kind = 'cancel')",
+        " OR j.last_reinstate < j.first_cancel",
     ),
     (
         "every settle, cancel or reinstate entry belongs to a settlement",

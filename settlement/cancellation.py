@@ -371,7 +371,8 @@ def decide_reinstate(
         raise DomainInvariantViolation(f"settlement {st.setl_id} without its visit or year")
     if (wrong_region := region_refusal(person, req.insuplc_admdvs, req.psn_no)) is not None:
         return wrong_region
-    stands = _why_the_cancellation_stands(load, st, person, limits)
+    after = retake_accumulators(limits.accumulators, st.taken, st.benefit)
+    stands = _why_the_cancellation_stands(load, st, person, limits, after)
     if stands is not None:
         return Refused(
             Refusal.reversal_cancellation_stands,
@@ -389,7 +390,7 @@ def decide_reinstate(
         psn_no=st.psn_no,
         balance_before_fen=person.acct_balance_fen,
         balance_after_fen=person.acct_balance_fen - st.acct_pay_fen,
-        accumulators_after=retake_accumulators(limits.accumulators, st.taken, st.benefit),
+        accumulators_after=after,
         detail_count=load.unsettled.released_count,
         pharmacy=st.pharmacy,
         fund_fen=st.fund_pay_sumamt_fen,
@@ -399,9 +400,10 @@ def decide_reinstate(
 
 
 def _why_the_cancellation_stands(
-    load: ReinstateLoad, st: SettlementRow, person: Person, limits: Limits
+    load: ReinstateLoad, st: SettlementRow, person: Person, limits: Limits, after: Accumulators
 ) -> str | None:
-    """What moved on since the cancellation, in the order a desk would look, or None."""
+    """What moved on since the cancellation, in the order a desk would look, or None;
+    `after`: the year's accumulators with the settlement taken in again."""
     visit, left = load.visit, load.unsettled
     if load.settle_reversed:
         return "its settlement's own request was reversed"
@@ -416,7 +418,6 @@ def _why_the_cancellation_stands(
             f"the personal account holds {fen_to_yuan(person.acct_balance_fen)},"
             f" the settlement takes {fen_to_yuan(st.acct_pay_fen)}"
         )
-    after = retake_accumulators(limits.accumulators, st.taken, st.benefit)
     for used, limit, what in (
         (after.deductible_used_fen, limits.deductible_fen, "annual deductible"),
         (after.outpatient_fund_paid_fen, limits.outpatient_limit_fen, "outpatient fund limit"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
 
 # The tests' free-port helper is the rig's (re-exported for the tests that import it here).
 from simulators.rig import free_port as free_port
@@ -105,3 +108,15 @@ class EngineProcess:
                 self.proc.kill()
                 self.proc.wait()
             self._log.close()
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of a tool of Debian's prometheus package (promtool, prometheus): the
+    test is skipped when it is missing, and fails under CI (the bootstrap installs it)."""
+    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else "")
+    if found:
+        return found
+    message = f"{name} not found: install Debian's prometheus package (deploy/bootstrap.sh)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -51,8 +51,6 @@ class TxContext:
     input: Any = None  # the decoded input Struct (engine.txn.wire)
     code: ResultCode = ResultCode.ok
     err_msg: str | None = None
-    # (kind, fund_fen, account_fen, cash_fen) of money moved, for metrics.
-    money_moved: tuple[str, int, int, int] | None = None
 
     def refuse(self, code: ResultCode, message: str) -> ResultCode:
         """Record a refusal the edge answers itself (a field error before any load)."""

@@ -265,7 +265,6 @@ async def run(flow: Flow[R, L, D], ctx: TxContext, inp: Any, answer: Any) -> Out
                     lost.outcome = done  # the caller may find that it committed
                     raise
                 done = msgspec.structs.replace(done, answer=stored)
-            ctx.money_moved = money
             return done
     invariant(outcome is not None, f"{flow.load_function} returned no flow part and no reason")
     if mutating:

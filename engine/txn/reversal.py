@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from engine.txn.context import TxContext
 from engine.txn.flow import Flow
-from engine.txn.outpatient.cancel import accumulators_doc, cancel_doc
+from engine.txn.outpatient.cancel import cancel_doc, settlement_change_doc
 from settlement.cancellation import (
     ReinstateDecision,
     ReversalDecision,
@@ -105,20 +105,10 @@ class Reverse(Flow[ReversalRequest, ReversalLoad, ReversalDecision]):
 def reinstate_doc(ctx: TxContext, d: ReinstateDecision) -> dict[str, Any]:
     """A decided reinstatement as yk_reinstate_settlement takes it."""
     return {
-        "setl_id": d.setl_id,
+        **settlement_change_doc(ctx, d),
         "mdtrt_id": d.mdtrt_id,
         "cancel_msgid": d.cancel_msgid,
-        "fixmedins_code": ctx.envelope.fixmedins_code,
-        "insuplc_admdvs": d.insuplc_admdvs,
-        "msgid": d.msgid,
-        "state_before": d.state_before.value,
-        "state": d.state.value,
-        "postings": [{"account": p.account, "amount_fen": p.amount_fen} for p in d.postings],
         "detail_count": d.detail_count,
-        "psn_no": d.psn_no,
-        "balance_before_fen": d.balance_before_fen,
-        "balance_after_fen": d.balance_after_fen,
-        "accumulators": accumulators_doc(d.accumulators_after),
     }
 
 

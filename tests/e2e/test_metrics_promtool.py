@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -39,21 +37,11 @@ from tests.e2e.conftest import Deployment
 from tests.e2e.helpers import fen, open_visit
 from tests.e2e.test_pharmacy import BASKET, druginfo, drugs
 from tests.e2e.test_reversal import lost_settlement
-from tests.support import hsm_env, http_get
+from tests.support import hsm_env, http_get, prometheus_tool
 
 pytestmark = pytest.mark.slow
 
 Sample = tuple[str, dict[str, str], float]  # (sample name, labels, value)
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool not found: install Debian's prometheus package (deploy/bootstrap.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def check_metrics(tool: str, text: str) -> tuple[int, str, str]:
@@ -209,7 +197,7 @@ async def test_metrics_after_real_traffic_pass_promtool_and_count_what_happened(
     """Settlements, cancellations and reversals of both flows, a refusal, replays, an
     e-card identification and an odd HTTP method: promtool finds nothing to say, and
     each family moved by exactly what happened."""
-    tool = promtool()
+    tool = prometheus_tool("promtool")
     before = samples(scrape(deployment))
     out, undone = await outpatient_traffic(deployment, his)
     bought, returned, reversed_purchase = await pharmacy_traffic(deployment)

@@ -69,9 +69,9 @@ from terminals.results import ResultCode
 from tests.e2e.conftest import Deployment, deployed
 from tests.e2e.helpers import open_visit
 from tests.pg_wire import RoundTripProxy
-from tests.support import free_port, hsm_env, http_get
+from tests.support import free_port, hsm_env, http_get, prometheus_tool
 from tests.unit.test_grafana_dashboard import dashboard, panel_queries
-from tests.unit.test_prometheus_rules import ALERTS_FILE, RECORDING_FILE, rules_in, tool
+from tests.unit.test_prometheus_rules import ALERTS_FILE, RECORDING_FILE, rules_in
 
 pytestmark = pytest.mark.slow
 
@@ -276,7 +276,7 @@ def wait_firing(prom: Prometheus, names: tuple[str, ...]) -> dict[str, list[dict
 def history(
     pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[History]:
-    binary = tool("prometheus")  # skipped or failed (CI) before anything starts
+    binary = prometheus_tool("prometheus")  # skipped or failed (CI) before anything starts
     tmp = tmp_path_factory.mktemp("prometheus")
     with (
         RoundTripProxy(

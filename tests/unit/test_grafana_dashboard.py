@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.unit.test_prometheus_rules import engine_series_names, run, series_names_in, tool
+from tests.support import prometheus_tool
+from tests.unit.test_prometheus_rules import engine_series_names, run, series_names_in
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
@@ -156,7 +157,7 @@ def test_every_query_parses_as_promql(tmp_path: Path) -> None:
     ]
     path = tmp_path / "dashboard.rules.yml"
     path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
-    done = run(tool("promtool"), "check", "rules", str(path))
+    done = run(prometheus_tool("promtool"), "check", "rules", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rules)} rules found" in done.stdout
 

@@ -16,15 +16,15 @@ Without promtool these tests are skipped on a developer's machine and fail under
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support import prometheus_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -48,17 +48,6 @@ _RECORDED_NAME_RE = re.compile(r"\byikatong:[a-z0-9_:]+[a-z0-9_]")
 
 
 # -- tools -----------------------------------------------------------------------------------
-
-
-def tool(name: str) -> str:
-    """The path of a Prometheus tool; skipped when it is missing, failed under CI."""
-    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else "")
-    if found:
-        return found
-    message = f"{name} not found: install Debian's prometheus package (deploy/bootstrap.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -185,24 +174,24 @@ def series_names_in(text: str) -> set[str]:
 
 
 def test_rule_files_pass_promtool_check_rules() -> None:
-    done = run(tool("promtool"), "check", "rules", *map(str, RULE_FILES))
+    done = run(prometheus_tool("promtool"), "check", "rules", *map(str, RULE_FILES))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_example_config_and_its_rule_files_pass_promtool_check_config() -> None:
-    done = run(tool("promtool"), "check", "config", str(EXAMPLE_CONFIG))
+    done = run(prometheus_tool("promtool"), "check", "config", str(EXAMPLE_CONFIG))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_rule_unit_tests_pass_promtool_test_rules() -> None:
     assert RULE_TEST_FILES, "no promtool test files in deploy/prometheus/tests/"
-    done = run(tool("promtool"), "test", "rules", *map(str, RULE_TEST_FILES))
+    done = run(prometheus_tool("promtool"), "test", "rules", *map(str, RULE_TEST_FILES))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_line_scanner_finds_as_many_rules_as_promtool() -> None:
     for path in RULE_FILES:
-        done = run(tool("promtool"), "check", "rules", str(path))
+        done = run(prometheus_tool("promtool"), "check", "rules", str(path))
         counted = re.search(r"SUCCESS: (\d+) rules found", done.stdout)
         assert counted, done.stdout + done.stderr
         assert len(rules_in(path)) == int(counted.group(1)), path.name

@@ -16,8 +16,13 @@ from engine.invariant import InvariantViolation
 from engine.txn.context import TxContext
 from engine.txn.flow import Flow
 from engine.txn.outpatient.answers import cancel_output
-from settlement.adjudication import Accumulators
-from settlement.cancellation import CancelDecision, CancelLoad, CancelRequest, decide_cancel
+from settlement.cancellation import (
+    CancelDecision,
+    CancelLoad,
+    CancelRequest,
+    ReinstateDecision,
+    decide_cancel,
+)
 from settlement.refusals import Refused
 from terminals.messages import setl
 from terminals.messages.outpatient import cancel as cancel_msg
@@ -34,6 +39,14 @@ class CancelLoaded(msgspec.Struct, frozen=True):
 
 def cancel_doc(ctx: TxContext, d: CancelDecision) -> dict[str, Any]:
     """A decided cancellation as yk_cancel_settlement takes it (2208 and 2601)."""
+    return {**settlement_change_doc(ctx, d), "cancelled_at": ctx.now.isoformat()}
+
+
+def settlement_change_doc(ctx: TxContext, d: CancelDecision | ReinstateDecision) -> dict[str, Any]:
+    """What a cancellation and a reinstatement (2601 of a cancel) both write: the
+    entry, the state move, the account and the accumulators, each with what the
+    decision saw."""
+    acc = d.accumulators_after
     return {
         "setl_id": d.setl_id,
         "fixmedins_code": ctx.envelope.fixmedins_code,
@@ -41,22 +54,16 @@ def cancel_doc(ctx: TxContext, d: CancelDecision) -> dict[str, Any]:
         "msgid": d.msgid,
         "state_before": d.state_before.value,
         "state": d.state.value,
-        "cancelled_at": ctx.now.isoformat(),
         "postings": [{"account": p.account, "amount_fen": p.amount_fen} for p in d.postings],
         "psn_no": d.psn_no,
         "balance_before_fen": d.balance_before_fen,
         "balance_after_fen": d.balance_after_fen,
-        "accumulators": accumulators_doc(d.accumulators_after),
-    }
-
-
-def accumulators_doc(acc: Accumulators) -> dict[str, int]:
-    """The accumulators a cancellation or reinstatement leaves, as the write takes them."""
-    return {
-        "year": acc.year,
-        "deductible_used_fen": acc.deductible_used_fen,
-        "outpatient_fund_paid_fen": acc.outpatient_fund_paid_fen,
-        "fund_paid_fen": acc.fund_paid_fen,
+        "accumulators": {
+            "year": acc.year,
+            "deductible_used_fen": acc.deductible_used_fen,
+            "outpatient_fund_paid_fen": acc.outpatient_fund_paid_fen,
+            "fund_paid_fen": acc.fund_paid_fen,
+        },
     }
 
 
